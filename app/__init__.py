@@ -1,0 +1,47 @@
+"""MoodLens: real-time facial emotion recognition in the browser."""
+from __future__ import annotations
+
+from flask import Flask
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build the app: settings from the environment, overridden by ``config``.
+
+    Loads and warms up the emotion model (once per process); raises
+    ``ModelLoadError`` or ``ConfigError`` with a clear message when it cannot.
+    """
+    from app import errors, logging_setup, main, security, vendor
+    from app.config import Config, finalize
+    from app.extensions import load_model, socketio
+    from app.live import bp as live_bp
+    from app.upload import bp as upload_bp
+
+    settings = Config.from_env()
+    settings.update(config or {})
+    settings = finalize(settings)
+
+    app = Flask(__name__, instance_relative_config=True,
+                template_folder="../templates", static_folder="../static")
+    app.config.update(settings)
+    app.json.sort_keys = False  # keep emotions in label order
+    logging_setup.init_app(app)
+
+    app.extensions["emotion_model"] = load_model(app.config["MODEL_PATH"], app.config["MODEL_TTA"])
+
+    socketio.init_app(
+        app,
+        async_mode=app.config["ASYNC_MODE"],
+        message_queue=app.config["SOCKETIO_MESSAGE_QUEUE"],
+        cors_allowed_origins=app.config["CORS_ALLOWED_ORIGINS"],
+        max_http_buffer_size=app.config["MAX_FRAME_BYTES"] + 4096,
+    )
+    errors.init_app(app)
+    security.init_app(app)
+    app.register_blueprint(main.bp)
+    app.register_blueprint(vendor.bp)
+    app.register_blueprint(live_bp)
+    app.register_blueprint(upload_bp)
+    if vendor.missing():
+        app.logger.warning("front-end libraries missing (%s): run 'npm ci'", ", ".join(vendor.missing()))
+    app.logger.info("MoodLens ready: model %s, async mode %s", app.config["MODEL_PATH"], app.config["ASYNC_MODE"])
+    return app

@@ -1,0 +1,107 @@
+"""Socket.IO events of the live stream.
+
+Client -> server ``frame``: ``{"seq": int, "image": <JPEG bytes>}``.
+Server -> client ``faces``: ``{"seq", "faces": [{"id", "box", "label", "scores"}],
+"timings_ms": {"decode", "detect", "classify", "total"}}``.
+Server -> client ``frame_error``: ``{"seq", "error"}`` for a frame that could not
+be analysed; the connection stays usable.
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import current_app, request
+
+from app.concurrency import run_cpu
+from app.extensions import socketio
+from app.live.streams import StreamRegistry, submit
+from app.vision.images import ImageError
+from app.vision.pipeline import StreamAnalyzer
+
+log = logging.getLogger("moodlens.live")
+streams = StreamRegistry()
+
+# Hooks other features (the classroom) register to see each analysed frame:
+# ``hook(sid, stream, result)``; called after ``faces`` was sent.
+frame_listeners: list = []
+
+
+def _analyzer_factory(app):
+    cfg = app.config
+
+    def make() -> StreamAnalyzer:
+        return StreamAnalyzer(
+            app.extensions["emotion_model"],
+            max_bytes=cfg["MAX_FRAME_BYTES"],
+            max_pixels=cfg["MAX_FRAME_PIXELS"],
+            max_faces=cfg["MAX_FACES"],
+            full_scan_every=cfg["FULL_SCAN_EVERY"],
+            smoothing=cfg["SCORE_SMOOTHING"],
+        )
+
+    return make
+
+
+def validate_frame(data) -> tuple[int | None, bytes | None, str | None]:
+    """Return (seq, image, error) for a ``frame`` payload."""
+    if not isinstance(data, dict):
+        return None, None, "frame must be an object {seq, image}"
+    seq = data.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**53:
+        return None, None, "frame.seq must be a non-negative integer"
+    image = data.get("image")
+    if isinstance(image, (bytearray, memoryview)):
+        image = bytes(image)
+    if not isinstance(image, bytes):
+        return seq, None, "frame.image must be JPEG bytes sent as binary"
+    if not image:
+        return seq, None, "frame.image is empty"
+    return seq, image, None
+
+
+@socketio.on("connect")
+def on_connect(auth=None):
+    """Open a stream for this connection."""
+    streams.open(request.sid, _analyzer_factory(current_app._get_current_object()))
+
+
+@socketio.on("disconnect")
+def on_disconnect(*_args):
+    stream = streams.close(request.sid)
+    if stream is not None:
+        log.debug("stream %s closed: %d received, %d analysed, %d superseded, %d errors", request.sid,
+                  stream.received, stream.analysed, stream.superseded, stream.errors)
+
+
+@socketio.on("frame")
+def on_frame(data):
+    """Analyse a frame; answers ``faces`` (or ``frame_error``) with the same seq."""
+    sid = request.sid
+    app = current_app._get_current_object()
+    seq, image, error = validate_frame(data)
+    if error:
+        socketio.emit("frame_error", {"seq": seq, "error": error}, to=sid)
+        return
+    stream = streams.open(sid, _analyzer_factory(app))
+    mode = app.config["ASYNC_MODE"]
+
+    def work(frame_seq: int, frame: bytes) -> None:
+        try:
+            result = run_cpu(mode, stream.analyzer.process, frame)
+        except ImageError as exc:
+            stream.errors += 1
+            socketio.emit("frame_error", {"seq": frame_seq, "error": str(exc)}, to=sid)
+            return
+        except Exception:  # a bug must not kill the stream; log it and tell the client
+            stream.errors += 1
+            log.exception("frame %s of %s failed", frame_seq, sid)
+            socketio.emit("frame_error", {"seq": frame_seq, "error": "internal error analysing the frame"}, to=sid)
+            return
+        socketio.emit("faces", {"seq": frame_seq, "faces": result["faces"], "timings_ms": result["timings_ms"]}, to=sid)
+        for listener in frame_listeners:
+            try:
+                listener(sid, stream, result)
+            except Exception:
+                log.exception("frame listener %r failed", listener)
+
+    submit(stream, seq, image, work)

@@ -1,0 +1,1 @@
+"""Training and evaluation of the emotion model on FER-2013."""

@@ -1,0 +1,155 @@
+"""Load FER-2013 in either published form: an image-folder tree or the Kaggle CSV.
+
+Folder form: ``<root>/<emotion>/*.png|jpg`` for one split, or ``<root>/train``
+and ``<root>/test`` (PublicTest) side by side. CSV form: ``fer2013.csv`` with
+the columns ``emotion,pixels,Usage``.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from app.vision.preprocess import EMOTIONS, INPUT_SIZE, prepare_face
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+class DataError(ValueError):
+    """The data set is missing, empty or malformed; the message says where."""
+
+
+@dataclass
+class Split:
+    """One split: images (N, 48, 48, 1) float32 in [0, 1], labels (N,) int."""
+
+    x: np.ndarray
+    y: np.ndarray
+    names: list[str] = field(default_factory=list)
+    checksum: str = ""
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def _hash_listing(lines: list[str]) -> str:
+    digest = hashlib.sha256()
+    for line in sorted(lines):
+        digest.update(line.encode())
+    return digest.hexdigest()
+
+
+def load_folder(root: str | Path) -> Split:
+    """Load one split laid out as ``root/<emotion>/<image>``.
+
+    The checksum is SHA-256 over ``<emotion>/<file>\\t<sha256>\\n`` lines sorted
+    by path, the same recipe the data set's README publishes.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder not found: {root}")
+    found = {p.name for p in root.iterdir() if p.is_dir()}
+    unknown = found - set(EMOTIONS)
+    if unknown:
+        raise DataError(f"{root}: unexpected class folder(s) {sorted(unknown)}; expected {list(EMOTIONS)}")
+    missing = [e for e in EMOTIONS if e not in found]
+    if missing:
+        raise DataError(f"{root}: missing class folder(s) {missing}; expected one per emotion {list(EMOTIONS)}")
+    images, labels, names, lines = [], [], [], []
+    for label, emotion in enumerate(EMOTIONS):
+        files = sorted(p for p in (root / emotion).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{root / emotion}: class folder holds no .png/.jpg images")
+        for path in files:
+            raw = path.read_bytes()
+            img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_GRAYSCALE)
+            if img is None:
+                raise DataError(f"{path}: not a readable image")
+            images.append(prepare_face(img))
+            labels.append(label)
+            names.append(f"{emotion}/{path.name}")
+            lines.append(f"{emotion}/{path.name}\t{hashlib.sha256(raw).hexdigest()}\n")
+    return Split(np.stack(images), np.asarray(labels, np.int64), names, _hash_listing(lines))
+
+
+def load_csv(path: str | Path) -> dict[str, Split]:
+    """Load the Kaggle ``fer2013.csv``; returns splits keyed by Usage value."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"CSV file not found: {path}")
+    rows: dict[str, tuple[list, list, list]] = {}
+    digest = hashlib.sha256()
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        need = {"emotion", "pixels", "Usage"}
+        if reader.fieldnames is None or not need <= set(reader.fieldnames):
+            raise DataError(f"{path}: expected columns emotion,pixels,Usage; found {reader.fieldnames}")
+        for lineno, row in enumerate(reader, start=2):
+            try:
+                label = int(row["emotion"])
+                pixels = np.array(row["pixels"].split(), dtype=np.float32)
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"{path}:{lineno}: malformed row ({exc})") from None
+            if not 0 <= label < len(EMOTIONS):
+                raise DataError(f"{path}:{lineno}: emotion {label} outside 0..{len(EMOTIONS) - 1}")
+            if pixels.size != INPUT_SIZE * INPUT_SIZE or pixels.min() < 0 or pixels.max() > 255:
+                raise DataError(f"{path}:{lineno}: pixels must be {INPUT_SIZE * INPUT_SIZE} values in 0..255, got {pixels.size}")
+            usage = (row["Usage"] or "").strip()
+            if not usage:
+                raise DataError(f"{path}:{lineno}: empty Usage")
+            xs, ys, names = rows.setdefault(usage, ([], [], []))
+            xs.append(prepare_face(pixels.reshape(INPUT_SIZE, INPUT_SIZE).astype(np.uint8)))
+            ys.append(label)
+            names.append(f"{usage}/{lineno}")
+            digest.update(f"{label},{row['pixels']},{usage}\n".encode())
+    if not rows:
+        raise DataError(f"{path}: no data rows")
+    checksum = digest.hexdigest()
+    return {u: Split(np.stack(x), np.asarray(y, np.int64), n, checksum) for u, (x, y, n) in rows.items()}
+
+
+def load_dataset(data: str | Path, val_split: float = 0.0, seed: int = 0) -> tuple[Split, Split | None]:
+    """Return (train, validation) from a folder tree or a CSV file.
+
+    Validation is PublicTest where the data has it (``test/`` folder or
+    ``PublicTest`` rows); otherwise, or when ``val_split`` > 0, a stratified
+    fraction carved from train. ``None`` when there is neither.
+    """
+    data = Path(data)
+    if not data.exists():
+        raise DataError(f"data not found: {data}")
+    val = None
+    if data.is_file():
+        splits = load_csv(data)
+        if "Training" not in splits:
+            raise DataError(f"{data}: no rows with Usage=Training")
+        train, val = splits["Training"], splits.get("PublicTest")
+    elif (data / "train").is_dir():
+        train = load_folder(data / "train")
+        if (data / "test").is_dir():
+            val = load_folder(data / "test")
+    else:
+        train = load_folder(data)
+    if val_split > 0:
+        train, val = carve_validation(train, val_split, seed)
+    return train, val
+
+
+def carve_validation(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Split off a stratified ``fraction`` of ``split`` as validation."""
+    rng = np.random.default_rng(seed)
+    val_idx = []
+    for label in np.unique(split.y):
+        idx = np.flatnonzero(split.y == label)
+        rng.shuffle(idx)
+        val_idx.extend(idx[: max(1, int(round(len(idx) * fraction)))])
+    mask = np.zeros(len(split), bool)
+    mask[val_idx] = True
+    names = np.asarray(split.names or [""] * len(split), dtype=object)
+    train = Split(split.x[~mask], split.y[~mask], list(names[~mask]), split.checksum)
+    val = Split(split.x[mask], split.y[mask], list(names[mask]), split.checksum)
+    return train, val

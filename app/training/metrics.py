@@ -1,0 +1,91 @@
+"""Classification metrics and probability calibration, in plain NumPy."""
+from __future__ import annotations
+
+import numpy as np
+
+from app.vision.preprocess import EMOTIONS
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n: int = len(EMOTIONS)) -> np.ndarray:
+    """Counts with true classes as rows and predicted classes as columns."""
+    cm = np.zeros((n, n), np.int64)
+    np.add.at(cm, (np.asarray(y_true), np.asarray(y_pred)), 1)
+    return cm
+
+
+def per_class(cm: np.ndarray) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 and support for each emotion from a confusion matrix."""
+    out = {}
+    for i, name in enumerate(EMOTIONS[: len(cm)]):
+        tp = cm[i, i]
+        predicted, support = cm[:, i].sum(), cm[i].sum()
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        out[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1), "support": int(support)}
+    return out
+
+
+def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int = 15) -> float:
+    """ECE of the top-class confidence over equal-width bins."""
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        in_bin = (conf > lo) & (conf <= hi)
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - conf[in_bin].mean())
+    return float(ece)
+
+
+def reliability(probs: np.ndarray, y_true: np.ndarray, bins: int = 15):
+    """Per-bin (mean confidence, accuracy, count) for a reliability diagram."""
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        in_bin = (conf > lo) & (conf <= hi)
+        n = int(in_bin.sum())
+        rows.append((float(conf[in_bin].mean()) if n else (lo + hi) / 2, float(correct[in_bin].mean()) if n else 0.0, n))
+    return edges, rows
+
+
+def summarize(probs: np.ndarray, y_true: np.ndarray) -> dict:
+    """Accuracy, macro-F1, per-class figures, confusion matrix, ECE and NLL."""
+    y_true = np.asarray(y_true)
+    y_pred = probs.argmax(axis=1)
+    cm = confusion_matrix(y_true, y_pred, probs.shape[1])
+    classes = per_class(cm)
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float((y_pred == y_true).mean()) if len(y_true) else 0.0,
+        "macro_f1": float(np.mean([c["f1"] for c in classes.values()])),
+        "ece": expected_calibration_error(probs, y_true),
+        "nll": float(-np.log(np.clip(probs[np.arange(len(y_true)), y_true], 1e-12, 1.0)).mean()),
+        "per_class": classes,
+        "confusion_matrix": cm.tolist(),
+    }
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def fit_temperature(view_logits: list[np.ndarray], y_true: np.ndarray) -> float:
+    """Temperature minimising the NLL of the view-averaged softmax(logits / T).
+
+    ``view_logits`` holds one (N, C) logit array per test-time view (e.g. the
+    image and its mirror), so the temperature fits what serving outputs.
+    """
+    def nll(t: float) -> float:
+        p = np.mean([softmax(v / t) for v in view_logits], axis=0)
+        return float(-np.log(np.clip(p[np.arange(len(y_true)), y_true], 1e-12, 1.0)).mean())
+
+    grid = np.exp(np.linspace(np.log(0.25), np.log(4.0), 161))
+    best = min(grid, key=nll)
+    fine = np.linspace(best * 0.97, best * 1.03, 61)
+    return float(min(fine, key=nll))

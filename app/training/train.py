@@ -1,0 +1,238 @@
+"""Train the emotion CNN on FER-2013.
+
+    python -m app.training.train --data ../shared/fer2013 --epochs 80 --out models/emotion.keras
+
+Writes, for ``--out models/NAME.keras``:
+  models/NAME.keras        best epoch by validation accuracy, float32, calibrated
+  models/NAME.log.csv      one row per epoch (loss, accuracy, val_*, lr)
+  runs/NAME/last.keras     checkpoint of the last finished epoch (with optimizer)
+  runs/NAME/state.json     epoch counter, best score and the run's arguments
+``--resume`` continues from ``runs/NAME/last.keras``. After the last epoch the
+best model is temperature-calibrated on the validation split and a model card
+``models/NAME.json`` is written (see ``app.training.card``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from app.training.architectures import make_model  # noqa: E402
+from app.training.augment import augment_batch, make_augmenter  # noqa: E402
+from app.training.data import DataError, Split, load_dataset  # noqa: E402
+from app.training.metrics import fit_temperature  # noqa: E402
+from app.vision.preprocess import EMOTIONS  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m app.training.train", description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, help="FER-2013 folder (train/ [test/] or <emotion>/ sub-folders) or fer2013.csv")
+    p.add_argument("--out", default="models/emotion.keras", help="where the best model goes (default: %(default)s)")
+    p.add_argument("--run-dir", help="checkpoint folder (default: runs/<name of --out>)")
+    p.add_argument("--arch", default="vgg", help="architecture from app.training.architectures (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=80)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the cosine schedule")
+    p.add_argument("--warmup-epochs", type=int, default=3)
+    p.add_argument("--weight-decay", type=float, default=0.02, help="AdamW decoupled weight decay")
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--augment", type=float, default=1.0, help="augmentation strength, 0 turns it off")
+    p.add_argument("--val-split", type=float, default=0.0,
+                   help="carve this fraction of train as validation (default: use PublicTest when present)")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N shuffled training images (smoke runs)")
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="mixed bfloat16 or plain float32 training")
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress output")
+    return p.parse_args(argv)
+
+
+def run_paths(args) -> dict[str, Path]:
+    out = Path(args.out)
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / out.stem
+    return {
+        "out": out,
+        "log": out.with_suffix(".log.csv"),
+        "card": out.with_suffix(".json"),
+        "run": run_dir,
+        "last": run_dir / "last.keras",
+        "state": run_dir / "state.json",
+    }
+
+
+def make_dataset(split: Split, batch_size: int, seed: int, augment_strength: float, shuffle: bool):
+    y = keras.utils.to_categorical(split.y, len(EMOTIONS)).astype("float32")
+    ds = tf.data.Dataset.from_tensor_slices((split.x, y))
+    if shuffle:
+        ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if augment_strength > 0:
+        augmenter = make_augmenter(seed, augment_strength)
+        ds = ds.map(lambda x, t: (augment_batch(augmenter, x), t), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def inference_copy(model: keras.Model, arch: str) -> keras.Model:
+    """A float32 copy of ``model`` with no optimizer, for shipping."""
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        clean = make_model(arch)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    clean.set_weights(model.get_weights())
+    return clean
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """Every epoch: save the resumable checkpoint, and the best model by val accuracy."""
+
+    def __init__(self, paths, arch: str, args_record: dict, best: float):
+        super().__init__()
+        self.paths, self.arch, self.args_record, self.best = paths, arch, args_record, best
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        score = logs.get("val_accuracy", logs.get("accuracy", 0.0))
+        if score > self.best:
+            self.best = float(score)
+            tmp = self.paths["out"].with_suffix(".tmp.keras")
+            inference_copy(self.model, self.arch).save(tmp)
+            os.replace(tmp, self.paths["out"])
+            print(f"\nepoch {epoch + 1}: best so far ({score:.4f}), saved {self.paths['out']}", flush=True)
+        tmp = self.paths["last"].with_suffix(".tmp.keras")
+        self.model.save(tmp)
+        os.replace(tmp, self.paths["last"])
+        state = {"epoch": epoch + 1, "best": self.best, "best_metric": "val_accuracy", "args": self.args_record}
+        self.paths["state"].write_text(json.dumps(state, indent=2))
+
+
+class LearningRateLog(keras.callbacks.Callback):
+    """Adds the current learning rate to the epoch logs (and so to the CSV log)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            opt = self.model.optimizer
+            logs["lr"] = float(keras.ops.convert_to_numpy(opt.learning_rate))
+
+
+def build_compiled(args, steps_per_epoch: int) -> keras.Model:
+    model = make_model(args.arch)
+    total = max(1, args.epochs * steps_per_epoch)
+    warmup = min(args.warmup_epochs * steps_per_epoch, total // 2)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=args.lr * 0.05 if warmup else args.lr,
+        decay_steps=total - warmup,
+        alpha=0.0,
+        warmup_target=args.lr if warmup else None,
+        warmup_steps=warmup,
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=args.weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def calibrate(model: keras.Model, val: Split) -> float:
+    """Fit a temperature on ``val`` (image + mirror views) and fold it into the logits layer."""
+    logits_model = keras.Model(model.input, model.get_layer("logits").output)
+    views = [logits_model.predict(val.x, batch_size=256, verbose=0),
+             logits_model.predict(val.x[:, :, ::-1, :], batch_size=256, verbose=0)]
+    temperature = fit_temperature([np.asarray(v, np.float64) for v in views], val.y)
+    layer = model.get_layer("logits")
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel / temperature, bias / temperature])
+    return temperature
+
+
+def train(args) -> dict:
+    """Run (or resume) training; returns the final state record."""
+    paths = run_paths(args)
+    paths["run"].mkdir(parents=True, exist_ok=True)
+    paths["out"].parent.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(args.seed)
+    if args.precision == "bf16":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+
+    t0 = time.time()
+    train_split, val = load_dataset(args.data, args.val_split, args.seed)
+    if args.limit:
+        order = np.random.default_rng(args.seed).permutation(len(train_split))[: args.limit]
+        train_split = Split(train_split.x[order], train_split.y[order],
+                            [train_split.names[i] for i in order] if train_split.names else [],
+                            train_split.checksum)
+    print(f"data: {len(train_split)} training images, {len(val) if val else 0} validation images "
+          f"({time.time() - t0:.1f} s)", flush=True)
+
+    steps = int(np.ceil(len(train_split) / args.batch_size))
+    record = {k: v for k, v in vars(args).items() if k != "resume"}
+    record["command"] = " ".join(["python -m app.training.train"] + sys.argv[1:])
+    record["train_checksum"] = train_split.checksum
+    record["val_checksum"] = val.checksum if val else None
+    record["n_train"], record["n_val"] = len(train_split), len(val) if val else 0
+
+    initial_epoch, best = 0, -1.0
+    if args.resume:
+        if not paths["last"].is_file() or not paths["state"].is_file():
+            raise DataError(f"--resume: no checkpoint in {paths['run']} (expected last.keras and state.json)")
+        state = json.loads(paths["state"].read_text())
+        model = keras.models.load_model(paths["last"])
+        initial_epoch, best = state["epoch"], state["best"]
+        record = {**state["args"], "epochs": args.epochs}
+        print(f"resuming after epoch {initial_epoch} (best val accuracy {best:.4f})", flush=True)
+    else:
+        model = build_compiled(args, steps)
+        if paths["log"].exists():
+            paths["log"].unlink()
+    model.summary(print_fn=lambda s, **_: print(s), line_length=100) if args.verbose else None
+
+    train_ds = make_dataset(train_split, args.batch_size, args.seed, args.augment, shuffle=True)
+    val_ds = make_dataset(val, 256, args.seed, 0, shuffle=False) if val is not None else None
+    callbacks = [
+        LearningRateLog(),
+        keras.callbacks.CSVLogger(str(paths["log"]), append=args.resume),
+        Checkpoint(paths, args.arch, record, best),
+    ]
+    if initial_epoch < args.epochs:
+        model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, initial_epoch=initial_epoch,
+                  callbacks=callbacks, verbose=args.verbose)
+
+    best_model = keras.models.load_model(paths["out"])
+    calib_split = val if val is not None else train_split
+    temperature = calibrate(best_model, calib_split)
+    best_model.save(paths["out"])
+    state = json.loads(paths["state"].read_text())
+    state["temperature"] = temperature
+    paths["state"].write_text(json.dumps(state, indent=2))
+    print(f"calibrated: temperature {temperature:.3f} folded into {paths['out']}", flush=True)
+
+    from app.training.card import write_card  # heavy plotting imports only at the end
+
+    card = write_card(paths["out"], state, calib_split)
+    print(json.dumps({k: card[k] for k in ("accuracy", "macro_f1", "ece") if k in card}), flush=True)
+    return state
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        train(args)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

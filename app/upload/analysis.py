@@ -1,0 +1,41 @@
+"""Shared by the page and the API: read an uploaded image, analyse it."""
+from __future__ import annotations
+
+import time
+
+from flask import current_app, request
+
+from app.vision.images import SUPPORTED_MIME, ImageError, UnsupportedImage, decode_image
+from app.vision.pipeline import analyze_image
+
+
+def image_from_request(field: str = "image") -> tuple[bytes, str | None]:
+    """The uploaded bytes: multipart field ``field``, or a raw ``image/*`` body."""
+    content_type = (request.mimetype or "").lower()
+    if content_type == "multipart/form-data":
+        upload = request.files.get(field)
+        if upload is None or upload.filename == "" and not upload.content_length:
+            raise ImageError(f"no file in the form field '{field}'")
+        declared = (upload.mimetype or "").lower()
+        if declared.startswith("image/") and declared not in SUPPORTED_MIME:
+            raise UnsupportedImage(f"unsupported image type {declared}; send JPEG, PNG or WebP")
+        return upload.read(), declared or None
+    if content_type.startswith("image/"):
+        if content_type not in SUPPORTED_MIME:
+            raise UnsupportedImage(f"unsupported image type {content_type}; send JPEG, PNG or WebP")
+        return request.get_data(cache=False), content_type
+    if not content_type:
+        raise UnsupportedImage("missing Content-Type: send multipart/form-data with an 'image' field or a raw image/jpeg, image/png or image/webp body")
+    raise UnsupportedImage(f"unsupported Content-Type {content_type}: send multipart/form-data with an 'image' field or a raw image/jpeg, image/png or image/webp body")
+
+
+def analyze_upload(data: bytes) -> tuple[dict, object]:
+    """Decode and analyse uploaded bytes; returns (result, decoded image)."""
+    cfg = current_app.config
+    t0 = time.perf_counter()
+    image = decode_image(data, cfg["MAX_UPLOAD_BYTES"], cfg["MAX_IMAGE_PIXELS"], want_color=True)
+    decode_ms = round((time.perf_counter() - t0) * 1000, 2)
+    result = analyze_image(image, current_app.extensions["emotion_model"], max_faces=32)
+    result["timings_ms"] = {"decode": decode_ms, **result["timings_ms"],
+                            "total": round((time.perf_counter() - t0) * 1000, 2)}
+    return result, image

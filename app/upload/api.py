@@ -1,0 +1,23 @@
+"""POST /api/v1/analyze: one image in, every face with box, label and scores out."""
+from __future__ import annotations
+
+from flask import jsonify
+
+from app.upload import bp
+from app.upload.analysis import analyze_upload, image_from_request
+from app.vision.images import ImageError
+
+
+@bp.post("/api/v1/analyze")
+def analyze():
+    """Multipart field ``image`` or a raw image body -> 200 ``{"faces", "width", "height", "timings_ms"}``.
+
+    Errors: 400 not an image or corrupt, 413 too many bytes or pixels,
+    415 unsupported type; all as ``{"error": "..."}``.
+    """
+    try:
+        data, _ = image_from_request()
+        result, _ = analyze_upload(data)
+    except ImageError as exc:
+        return jsonify(error=str(exc)), exc.status
+    return jsonify(result)

@@ -1,0 +1,47 @@
+"""Upload page: pick or drop a photo, see every face boxed and scored."""
+from __future__ import annotations
+
+import base64
+
+import cv2
+from flask import render_template
+
+from app.upload import bp
+from app.upload.analysis import analyze_upload, image_from_request
+from app.vision.images import ImageError
+from app.vision.preprocess import EMOTIONS
+
+BOX_COLOUR = (80, 200, 120)  # BGR
+
+
+def annotate(bgr, faces) -> str:
+    """The photo with numbered boxes, as a JPEG data URL (kept in memory only)."""
+    img = bgr.copy()
+    thickness = max(2, round(max(img.shape[:2]) / 400))
+    for i, face in enumerate(faces, start=1):
+        x, y, w, h = face["box"]
+        cv2.rectangle(img, (x, y), (x + w, y + h), BOX_COLOUR, thickness)
+        label = f"{i} {face['label']}"
+        scale = max(0.5, w / 250)
+        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        top = max(0, y - th - 2 * thickness)
+        cv2.rectangle(img, (x, top), (x + tw + 2 * thickness, top + th + 2 * thickness), BOX_COLOUR, -1)
+        cv2.putText(img, label, (x + thickness, top + th + thickness), cv2.FONT_HERSHEY_SIMPLEX, scale, (20, 20, 20),
+                    thickness, cv2.LINE_AA)
+    ok, jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 88])
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode()
+
+
+@bp.get("/upload")
+def upload_form():
+    return render_template("upload.html", emotions=EMOTIONS)
+
+
+@bp.post("/upload")
+def upload_submit():
+    try:
+        data, _ = image_from_request()
+        result, image = analyze_upload(data)
+    except ImageError as exc:
+        return render_template("upload.html", emotions=EMOTIONS, error=str(exc)), exc.status
+    return render_template("upload.html", emotions=EMOTIONS, result=result, annotated=annotate(image.bgr, result["faces"]))

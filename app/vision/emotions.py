@@ -1,0 +1,103 @@
+"""EmotionModel: load the Keras model once, predict every face of a frame in one batch.
+
+Inference goes through a compiled ``tf.function`` fed with batches padded to a
+few fixed sizes, all traced at start-up, so the hot path never retraces.
+With ``tta=True`` each face is also classified mirrored and the two
+probability vectors are averaged (the shipped model is calibrated for that).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from app.vision.preprocess import EMOTIONS, INPUT_SIZE
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+
+
+class ModelLoadError(RuntimeError):
+    """The model file is missing, unreadable or of the wrong shape."""
+
+
+class EmotionModel:
+    """A preloaded, warmed-up emotion classifier (thread-safe)."""
+
+    def __init__(self, keras_model, tta: bool = True, batch_sizes=BATCH_SIZES, path: str | None = None):
+        import tensorflow as tf
+
+        in_shape = tuple(keras_model.input_shape[1:])
+        out_shape = tuple(keras_model.output_shape[1:])
+        if in_shape != (INPUT_SIZE, INPUT_SIZE, 1) or out_shape != (len(EMOTIONS),):
+            raise ModelLoadError(
+                f"model {path or ''} takes {in_shape} and gives {out_shape}; "
+                f"expected ({INPUT_SIZE}, {INPUT_SIZE}, 1) -> ({len(EMOTIONS)},)"
+            )
+        self.keras_model = keras_model
+        self.path = path
+        self.tta = tta
+        self.batch_sizes = tuple(sorted(batch_sizes))
+        self.labels = EMOTIONS
+        fn = tf.function(lambda x: keras_model(x, training=False))
+        # One concrete function per batch size, traced now: the hot path never retraces.
+        self._fns = {
+            size: fn.get_concrete_function(tf.TensorSpec((size, INPUT_SIZE, INPUT_SIZE, 1), tf.float32))
+            for size in self.batch_sizes
+        }
+        self.warm_up()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, tta: bool = True) -> "EmotionModel":
+        """Load a ``.keras`` file; raises ModelLoadError with a clear message."""
+        path = Path(path)
+        if not path.is_file():
+            raise ModelLoadError(f"emotion model not found: {path} (set MODEL_PATH to a .keras file)")
+        import keras
+
+        try:
+            model = keras.models.load_model(path, compile=False)
+        except Exception as exc:  # any reader failure means the same thing to the caller
+            raise ModelLoadError(f"emotion model {path} is unreadable: {exc}") from exc
+        return cls(model, tta=tta, path=str(path))
+
+    def warm_up(self) -> None:
+        """Trace the compiled function once per batch size."""
+        for size in self.batch_sizes:
+            self._run(np.zeros((size, INPUT_SIZE, INPUT_SIZE, 1), np.float32))
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+
+        return self._fns[len(batch)](tf.constant(batch)).numpy()
+
+    def _bucket(self, n: int) -> int:
+        for size in self.batch_sizes:
+            if n <= size:
+                return size
+        return self.batch_sizes[-1]
+
+    def predict(self, faces: np.ndarray) -> np.ndarray:
+        """Probabilities (N, 7) for faces (N, 48, 48, 1) float32 in [0, 1]."""
+        faces = np.asarray(faces, np.float32)
+        n = len(faces)
+        if n == 0:
+            return np.zeros((0, len(EMOTIONS)), np.float32)
+        views = np.concatenate([faces, faces[:, :, ::-1, :]]) if self.tta else faces
+        out = np.empty((len(views), len(EMOTIONS)), np.float32)
+        step = self.batch_sizes[-1]
+        for start in range(0, len(views), step):
+            chunk = views[start:start + step]
+            size = self._bucket(len(chunk))
+            padded = np.zeros((size, INPUT_SIZE, INPUT_SIZE, 1), np.float32)
+            padded[: len(chunk)] = chunk
+            out[start:start + len(chunk)] = self._run(padded)[: len(chunk)]
+        if self.tta:
+            out = (out[:n] + out[n:]) / 2.0
+        return out
+
+    def scores(self, probs_row: np.ndarray) -> dict[str, float]:
+        """One probability row as ``{emotion: probability}``."""
+        return {label: round(float(p), 4) for label, p in zip(self.labels, probs_row)}

@@ -1,0 +1,107 @@
+"""Face detection with OpenCV's Haar cascade, tuned for speed.
+
+A full scan runs on a reduced, equalised grayscale copy of the frame and maps
+boxes back to full-frame pixels. Between full scans, a stream can ask for a
+*local* scan around faces it already tracks: each region is scaled so the face
+is just above the cascade's window, with the search limited to sizes near the
+tracked one -- a fraction of a millisecond per face.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+Box = tuple[int, int, int, int]  # x, y, w, h in full-frame pixels
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """Knobs of the detector; the defaults are measured on 640x480 webcam frames."""
+
+    scan_width: int = 320          # full scans run on a copy at most this wide
+    min_face: int = 40             # smallest face reported, in full-frame pixels
+    scale_factor: float = 1.15
+    min_neighbors: int = 6
+    local_margin: float = 0.5      # region around a tracked face, as a fraction of its size
+    local_face_px: int = 36        # a tracked face is scaled to about this many pixels
+
+
+def default_cascade_path() -> str:
+    return str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml")
+
+
+class FaceDetector:
+    """Haar-cascade face detector. Not thread-safe: use one per thread or stream."""
+
+    def __init__(self, settings: DetectorSettings | None = None, cascade_path: str | None = None):
+        self.settings = settings or DetectorSettings()
+        path = cascade_path or default_cascade_path()
+        self.cascade = cv2.CascadeClassifier(path)
+        if self.cascade.empty():
+            raise RuntimeError(f"cannot load Haar cascade {path}")
+
+    def _run(self, gray: np.ndarray, min_size: int, max_size: int = 0) -> np.ndarray:
+        found = self.cascade.detectMultiScale(
+            gray,
+            scaleFactor=self.settings.scale_factor,
+            minNeighbors=self.settings.min_neighbors,
+            minSize=(min_size, min_size),
+            maxSize=(max_size, max_size) if max_size else (0, 0),
+        )
+        return np.asarray(found, dtype=np.float64).reshape(-1, 4)
+
+    def detect(self, gray: np.ndarray) -> list[Box]:
+        """All faces in a full frame, largest first."""
+        s = self.settings
+        h, w = gray.shape[:2]
+        scale = min(1.0, s.scan_width / float(w))
+        small = gray if scale == 1.0 else cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        small = cv2.equalizeHist(small)
+        min_size = max(20, round(s.min_face * scale))
+        boxes = self._run(small, min_size) / scale
+        return _sorted_boxes(boxes, w, h)
+
+    def detect_near(self, gray: np.ndarray, tracked: list[Box]) -> list[Box | None]:
+        """Look for each tracked face near where it was; None where it is gone."""
+        s = self.settings
+        h, w = gray.shape[:2]
+        out: list[Box | None] = []
+        for (x, y, bw, bh) in tracked:
+            size = max(bw, bh)
+            m = s.local_margin * size
+            x0, y0 = max(0, int(x - m)), max(0, int(y - m))
+            x1, y1 = min(w, int(x + bw + m)), min(h, int(y + bh + m))
+            if x1 - x0 < 24 or y1 - y0 < 24:
+                out.append(None)
+                continue
+            scale = min(1.0, s.local_face_px / float(size))
+            roi = gray[y0:y1, x0:x1]
+            if scale < 1.0:
+                roi = cv2.resize(roi, (max(24, round((x1 - x0) * scale)), max(24, round((y1 - y0) * scale))),
+                                 interpolation=cv2.INTER_AREA)
+            roi = cv2.equalizeHist(roi)
+            expected = size * scale
+            found = self._run(roi, max(20, int(expected * 0.7)), int(expected * 1.45) + 1)
+            if len(found) == 0:
+                out.append(None)
+                continue
+            # The candidate whose centre is nearest the old one.
+            cx, cy = (x + bw / 2 - x0) * scale, (y + bh / 2 - y0) * scale
+            best = min(found, key=lambda b: (b[0] + b[2] / 2 - cx) ** 2 + (b[1] + b[3] / 2 - cy) ** 2)
+            bx, by, bw2, bh2 = best / scale
+            out.append(_clip((bx + x0, by + y0, bw2, bh2), w, h))
+        return out
+
+
+def _clip(b, w: int, h: int) -> Box:
+    x, y, bw, bh = (int(round(v)) for v in b)
+    x, y = max(0, x), max(0, y)
+    return (x, y, max(1, min(bw, w - x)), max(1, min(bh, h - y)))
+
+
+def _sorted_boxes(boxes: np.ndarray, w: int, h: int) -> list[Box]:
+    out = [_clip(b, w, h) for b in boxes]
+    return sorted(out, key=lambda b: -b[2] * b[3])

@@ -1,0 +1,112 @@
+"""analyze(image) -> faces with box, label and scores; and the per-stream variant."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from app.vision.emotions import EmotionModel
+from app.vision.faces import Box, DetectorSettings, FaceDetector
+from app.vision.images import DecodedImage, decode_image
+from app.vision.preprocess import prepare_face
+from app.vision.tracking import FaceTracker
+
+# Stills get a more thorough scan than live frames: larger copy, smaller faces.
+STILL_SETTINGS = DetectorSettings(scan_width=640, min_face=32, scale_factor=1.1, min_neighbors=8)
+
+_local = threading.local()
+
+
+def _detector(settings: DetectorSettings) -> FaceDetector:
+    """A detector per thread and settings (OpenCV cascades are not shared across threads)."""
+    cache = getattr(_local, "detectors", None)
+    if cache is None:
+        cache = _local.detectors = {}
+    if settings not in cache:
+        cache[settings] = FaceDetector(settings)
+    return cache[settings]
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000.0, 2)
+
+
+def classify(model: EmotionModel, gray: np.ndarray, boxes: list[Box]) -> np.ndarray:
+    """Probabilities (N, 7) for the faces at ``boxes`` in one batch."""
+    if not boxes:
+        return np.zeros((0, len(model.labels)), np.float32)
+    return model.predict(np.stack([prepare_face(gray, b) for b in boxes]))
+
+
+def face_record(model: EmotionModel, box: Box, probs: np.ndarray, track_id: int | None = None) -> dict:
+    record = {"box": [int(v) for v in box], "label": model.labels[int(np.argmax(probs))], "scores": model.scores(probs)}
+    if track_id is not None:
+        record = {"id": track_id, **record}
+    return record
+
+
+def analyze_image(image: DecodedImage, model: EmotionModel, max_faces: int = 32,
+                  settings: DetectorSettings = STILL_SETTINGS) -> dict:
+    """Every face of a still image: ``{"faces": [...], "width", "height", "timings_ms"}``."""
+    t0 = time.perf_counter()
+    boxes = _detector(settings).detect(image.gray)[:max_faces]
+    t_detect = _ms(t0)
+    t1 = time.perf_counter()
+    probs = classify(model, image.gray, boxes)
+    faces = [face_record(model, b, p) for b, p in zip(boxes, probs)]
+    faces.sort(key=lambda f: (f["box"][0], f["box"][1]))
+    return {"faces": faces, "width": image.width, "height": image.height,
+            "timings_ms": {"detect": t_detect, "classify": _ms(t1)}}
+
+
+class StreamAnalyzer:
+    """Analyses one client's live frames: tracking, local re-detection, smoothing.
+
+    A full scan runs on the first frame, every ``full_scan_every`` frames, and
+    whenever a tracked face is lost; in between, faces are re-found near where
+    they were, which costs a fraction of a full scan.
+    """
+
+    def __init__(self, model: EmotionModel, max_bytes: int, max_pixels: int, max_faces: int = 16,
+                 full_scan_every: int = 8, settings: DetectorSettings | None = None, smoothing: float = 0.6):
+        self.model = model
+        self.max_bytes, self.max_pixels, self.max_faces = max_bytes, max_pixels, max_faces
+        self.full_scan_every = max(1, full_scan_every)
+        self.settings = settings or DetectorSettings()
+        self.tracker = FaceTracker(smoothing=smoothing)
+        self.frames = 0
+        self._since_full = 0
+
+    def _find_faces(self, gray: np.ndarray) -> list[Box]:
+        detector = _detector(self.settings)
+        visible = [t.box for t in self.tracker.visible()]
+        if visible and self._since_full < self.full_scan_every:
+            found = detector.detect_near(gray, visible)
+            if all(b is not None for b in found):
+                self._since_full += 1
+                return found  # type: ignore[return-value]
+        self._since_full = 1
+        return detector.detect(gray)[: self.max_faces]
+
+    def process(self, data: bytes) -> dict:
+        """Decode, detect, classify and track one JPEG frame.
+
+        Returns ``{"faces": [{"id", "box", "label", "scores"}], "width", "height",
+        "timings_ms": {"decode", "detect", "classify", "total"}}``; raises
+        ``ImageError`` for a bad frame (the stream's state is left unchanged).
+        """
+        t0 = time.perf_counter()
+        image = decode_image(data, self.max_bytes, self.max_pixels, want_color=False)
+        t_decode = _ms(t0)
+        t1 = time.perf_counter()
+        boxes = self._find_faces(image.gray)
+        t_detect = _ms(t1)
+        t2 = time.perf_counter()
+        probs = classify(self.model, image.gray, boxes)
+        tracks = self.tracker.update(boxes, probs)
+        faces = [face_record(self.model, t.box, t.probs, t.id) for t in tracks]
+        t_classify = _ms(t2)
+        self.frames += 1
+        return {"faces": faces, "width": image.width, "height": image.height,
+                "timings_ms": {"decode": t_decode, "detect": t_detect, "classify": t_classify, "total": _ms(t0)}}

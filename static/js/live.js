@@ -1,0 +1,36 @@
+// The live page: start/stop the camera stream and show its statistics.
+import { LiveStream } from "./stream.js";
+
+const $ = (id) => document.getElementById(id);
+const statusEl = $("status");
+const toggle = $("toggle");
+
+const stream = new LiveStream(
+  { video: $("video"), overlay: $("overlay"), placeholder: $("placeholder"), list: $("faces-list") },
+  {
+    onStatus(text, kind) { statusEl.textContent = text; statusEl.dataset.kind = kind; },
+    onStats({ fps, rtt, server }) {
+      $("fps").textContent = fps ? fps.toFixed(1) : "–";
+      $("rtt").textContent = rtt != null ? Math.round(rtt) : "–";
+      $("server-ms").textContent = server != null ? server.toFixed(1) : "–";
+    },
+  },
+);
+
+toggle.addEventListener("click", async () => {
+  if (stream.running) {
+    stream.stop();
+    toggle.textContent = "Start camera";
+    toggle.setAttribute("aria-pressed", "false");
+    return;
+  }
+  toggle.disabled = true;
+  const ok = await stream.start();
+  toggle.disabled = false;
+  if (ok) {
+    toggle.textContent = "Stop camera";
+    toggle.setAttribute("aria-pressed", "true");
+  }
+});
+
+if (new URLSearchParams(location.search).has("autostart")) toggle.click();

@@ -21,8 +21,12 @@ from app.vision.pipeline import StreamAnalyzer
 log = logging.getLogger("moodlens.live")
 streams = StreamRegistry()
 
-# Hooks other features (the classroom) register to see each analysed frame:
-# ``hook(sid, stream, result)``; called after ``faces`` was sent.
+# Hooks other features (the classroom) register, called inside the handler:
+#   connect_listeners:    hook(sid, auth) -> may return False to refuse the connection
+#   disconnect_listeners: hook(sid)
+#   frame_listeners:      hook(sid, stream, result), after ``faces`` was sent
+connect_listeners: list = []
+disconnect_listeners: list = []
 frame_listeners: list = []
 
 
@@ -61,12 +65,20 @@ def validate_frame(data) -> tuple[int | None, bytes | None, str | None]:
 
 @socketio.on("connect")
 def on_connect(auth=None):
-    """Open a stream for this connection."""
+    """Open a stream for this connection (a listener may refuse it)."""
+    for listener in connect_listeners:
+        if listener(request.sid, auth) is False:
+            return False
     streams.open(request.sid, _analyzer_factory(current_app._get_current_object()))
 
 
 @socketio.on("disconnect")
 def on_disconnect(*_args):
+    for listener in disconnect_listeners:
+        try:
+            listener(request.sid)
+        except Exception:
+            log.exception("disconnect listener %r failed", listener)
     stream = streams.close(request.sid)
     if stream is not None:
         log.debug("stream %s closed: %d received, %d analysed, %d superseded, %d errors", request.sid,

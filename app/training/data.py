@@ -153,3 +153,28 @@ def carve_validation(split: Split, fraction: float, seed: int) -> tuple[Split, S
     train = Split(split.x[~mask], split.y[~mask], list(names[~mask]), split.checksum)
     val = Split(split.x[mask], split.y[mask], list(names[mask]), split.checksum)
     return train, val
+
+
+def stratified_sample(split: Split, n: int, seed: int) -> Split:
+    """A fixed sample of ``n`` images (all when fewer) keeping each class's share.
+
+    Images are ranked by a seeded hash of their names, not by a random stream,
+    so the same data, ``n`` and ``seed`` give the same sample on any machine
+    and NumPy version, whatever order the files were read in. The returned
+    split's checksum identifies the sample (SHA-256 over its sorted names).
+    """
+    names = list(split.names) if split.names else [str(i) for i in range(len(split))]
+    n = min(n, len(split))
+    labels, counts = np.unique(split.y, return_counts=True)
+    # Proportional quotas; the largest fractional remainders get the spare places.
+    quota = counts * n / max(len(split), 1)
+    take = np.floor(quota).astype(int)
+    take[np.argsort(-(quota - take), kind="stable")[: n - take.sum()]] += 1
+    picked = []
+    for label, k in zip(labels, take):
+        idx = np.flatnonzero(split.y == label)
+        rank = sorted(idx, key=lambda i: hashlib.sha256(f"{seed}/{names[i]}".encode()).hexdigest())
+        picked.extend(rank[:k])
+    order = np.sort(np.asarray(picked, np.int64))
+    chosen = [names[i] for i in order]
+    return Split(split.x[order], split.y[order], chosen, _hash_listing([f"{name}\n" for name in chosen]))

@@ -1,0 +1,69 @@
+"""Shared fixtures: the app with the shipped model, its clients, test images."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def shared_dir() -> Path:
+    """The shared data folder beside the repository (or MOODLENS_SHARED)."""
+    return Path(os.environ.get("MOODLENS_SHARED", ROOT.parent / "shared")).resolve()
+
+
+SHARED = shared_dir()
+FACES = SHARED / "faces"
+FER = SHARED / "fer2013"
+MODEL = ROOT / "models" / "emotion.keras"
+
+
+def require(path: Path) -> Path:
+    """Fail (in CI) or skip (elsewhere, with the reason) when shared data is missing."""
+    if not path.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{path} is missing: CI needs ../shared beside the repository")
+        pytest.skip(f"{path} is missing (set MOODLENS_SHARED)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    return require(FACES)
+
+
+@pytest.fixture(scope="session")
+def fer_dir() -> Path:
+    return require(FER)
+
+
+def make_app(**overrides):
+    from app import create_app
+
+    config = {"TESTING": True, "SECRET_KEY": "test-secret", "MODEL_PATH": str(MODEL)}
+    config.update(overrides)
+    return create_app(config)
+
+
+@pytest.fixture
+def app():
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def socket_client(app, client):
+    from app.extensions import socketio
+
+    sc = socketio.test_client(app, flask_test_client=client)
+    yield sc
+    if sc.is_connected():
+        sc.disconnect()

@@ -23,8 +23,8 @@ class DetectorSettings:
 
     scan_width: int = 320          # full scans run on a copy at most this wide
     min_face: int = 40             # smallest face reported, in full-frame pixels
-    scale_factor: float = 1.15
-    min_neighbors: int = 6
+    scale_factor: float = 1.1
+    min_neighbors: int = 5
     local_margin: float = 0.5      # region around a tracked face, as a fraction of its size
     local_face_px: int = 36        # a tracked face is scaled to about this many pixels
 

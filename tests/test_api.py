@@ -1,0 +1,146 @@
+"""POST /api/v1/analyze and the upload page, success and every error."""
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.vision.preprocess import EMOTIONS
+from tests.imagegen import exif_rotated_jpeg, pil_bytes, png_bomb
+
+
+@pytest.fixture(scope="module")
+def obama(faces_dir) -> bytes:
+    return (faces_dir / "obama.jpg").read_bytes()
+
+
+def post_file(client, data: bytes, mimetype="image/jpeg", url="/api/v1/analyze", field="image"):
+    return client.post(url, data={field: (io.BytesIO(data), "photo", mimetype)}, content_type="multipart/form-data")
+
+
+def test_analyze_multipart(client, obama):
+    r = post_file(client, obama)
+    assert r.status_code == 200, r.json
+    body = r.json
+    assert (body["width"], body["height"]) == (910, 1137)
+    assert len(body["faces"]) == 1
+    face = body["faces"][0]
+    assert list(face["scores"]) == list(EMOTIONS)
+    assert face["label"] == max(face["scores"], key=face["scores"].get)
+    x, y, w, h = face["box"]
+    assert x <= 490 <= x + w and y <= 243 <= y + h
+    assert {"decode", "detect", "classify", "total"} <= set(body["timings_ms"])
+
+
+def test_analyze_raw_body(client, obama):
+    r = client.post("/api/v1/analyze", data=obama, content_type="image/jpeg")
+    assert r.status_code == 200 and len(r.json["faces"]) == 1
+
+
+def test_analyze_photo_without_face(client):
+    blank = pil_bytes(Image.new("RGB", (320, 240), (30, 120, 200)), "PNG")
+    r = client.post("/api/v1/analyze", data=blank, content_type="image/png")
+    assert r.status_code == 200 and r.json["faces"] == [] and r.json["width"] == 320
+
+
+def test_boxes_are_in_exif_rotated_coordinates(client, obama):
+    upright = cv2.imdecode(np.frombuffer(obama, np.uint8), cv2.IMREAD_COLOR)
+    r = client.post("/api/v1/analyze", data=exif_rotated_jpeg(upright, 6), content_type="image/jpeg")
+    assert r.status_code == 200
+    assert (r.json["width"], r.json["height"]) == (910, 1137)
+    (face,) = r.json["faces"]
+    x, y, w, h = face["box"]
+    assert x <= 490 <= x + w and y <= 243 <= y + h
+
+
+@pytest.mark.parametrize("payload, mimetype, status, match", [
+    (b"definitely not an image", "image/jpeg", 400, "not an image"),
+    (b"", "image/jpeg", 400, "empty|no file"),
+    (b"\xff\xd8\xff\xe0" + b"\x00" * 100, "image/jpeg", 400, "corrupt|not an image|truncated"),
+    (png_bomb(30000, 30000), "image/png", 413, "pixels"),
+    (b"GIF89a....", "image/gif", 415, "unsupported"),
+])
+def test_analyze_errors(client, payload, mimetype, status, match):
+    for send in ("multipart", "raw"):
+        if send == "raw":
+            r = client.post("/api/v1/analyze", data=payload, content_type=mimetype)
+        else:
+            r = post_file(client, payload, mimetype)
+        assert r.status_code == status, (send, r.json)
+        assert r.is_json and r.json["error"]
+        import re
+
+        assert re.search(match, r.json["error"]), r.json["error"]
+
+
+def test_analyze_truncated_jpeg(client, obama):
+    r = client.post("/api/v1/analyze", data=obama[: len(obama) // 3], content_type="image/jpeg")
+    assert r.status_code == 400 and "truncated" in r.json["error"]
+
+
+def test_analyze_too_many_bytes(app, client):
+    app.config["MAX_CONTENT_LENGTH"] = 5000
+    r = client.post("/api/v1/analyze", data=b"\xff" * 10_000, content_type="image/jpeg")
+    assert r.status_code == 413 and "too large" in r.json["error"]
+
+
+def test_analyze_too_many_bytes_after_limits(app, client, obama):
+    app.config["MAX_UPLOAD_BYTES"] = 1000
+    r = post_file(client, obama)
+    assert r.status_code == 413 and "bytes" in r.json["error"]
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/json", None])
+def test_analyze_wrong_content_type(client, content_type):
+    r = client.post("/api/v1/analyze", data=b"abc", content_type=content_type)
+    assert r.status_code == 415 and "image" in r.json["error"]
+
+
+def test_analyze_missing_field(client, obama):
+    r = post_file(client, obama, field="photo")
+    assert r.status_code == 400 and "image" in r.json["error"]
+
+
+def test_api_method_not_allowed_is_json(client):
+    r = client.get("/api/v1/analyze")
+    assert r.status_code == 405 and r.is_json
+
+
+def test_upload_page_renders_annotated_result(client, obama):
+    assert client.get("/upload").status_code == 200
+    r = post_file(client, obama, url="/upload")
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200
+    assert 'data-faces="1"' in html and html.count('class="face-row"') == 1
+    assert "data:image/jpeg;base64," in html
+
+
+def test_upload_page_says_when_no_face(client):
+    blank = pil_bytes(Image.new("RGB", (200, 200), (250, 250, 250)), "JPEG")
+    html = post_file(client, blank, url="/upload").get_data(as_text=True)
+    assert "No face found" in html
+
+
+def test_upload_page_shows_error_clearly(client):
+    r = post_file(client, b"nope", url="/upload")
+    assert r.status_code == 400 and "not an image" in r.get_data(as_text=True)
+
+
+def test_pages_and_health(client):
+    for url in ("/", "/live", "/upload"):
+        r = client.get(url)
+        assert r.status_code == 200
+        assert "script-src 'self'" in r.headers["Content-Security-Policy"]
+        assert "<script>" not in r.get_data(as_text=True)  # no inline scripts
+    health = client.get("/healthz")
+    assert health.status_code == 200 and health.json["model"]["loaded"] is True
+
+
+def test_vendor_files_are_served_locally(client):
+    with client.get("/vendor/socket.io.esm.min.js") as r:
+        assert r.status_code == 200 and b"export" in r.data
+    assert client.get("/vendor/../package.json").status_code == 404
+    assert client.get("/vendor/other.js").status_code == 404

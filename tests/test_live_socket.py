@@ -1,0 +1,115 @@
+"""The live stream's Socket.IO contract, with the Flask-SocketIO test client."""
+from __future__ import annotations
+
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from app.live.streams import Stream, submit
+from tests.imagegen import encode, fit_frame
+
+
+@pytest.fixture(scope="module")
+def frame(faces_dir) -> bytes:
+    return encode(fit_frame(cv2.imread(str(faces_dir / "obama.jpg"))), ".jpg", quality=70)
+
+
+def received(sc, name, timeout=10.0):
+    """Events called ``name`` received so far, waiting until at least one arrives."""
+    deadline = time.monotonic() + timeout
+    got = []
+    while time.monotonic() < deadline:
+        got += [e for e in sc.get_received() if e["name"] == name]
+        if got:
+            return got
+        time.sleep(0.02)
+    return got
+
+
+def test_frame_gets_faces_with_same_seq(socket_client, frame):
+    socket_client.emit("frame", {"seq": 41, "image": frame})
+    (event,) = received(socket_client, "faces")
+    msg = event["args"][0]
+    assert msg["seq"] == 41
+    (face,) = msg["faces"]
+    assert isinstance(face["id"], int) and len(face["box"]) == 4 and face["label"] in face["scores"]
+    assert set(msg["timings_ms"]) == {"decode", "detect", "classify", "total"}
+
+
+def test_track_id_is_stable_across_frames(socket_client, frame):
+    ids = []
+    for seq in range(3):
+        socket_client.emit("frame", {"seq": seq, "image": frame})
+        ids.append(received(socket_client, "faces")[0]["args"][0]["faces"][0]["id"])
+    assert len(set(ids)) == 1
+
+
+@pytest.mark.parametrize("payload, match", [
+    ({"seq": 7, "image": b"garbage bytes"}, "not an image"),
+    ({"seq": 7, "image": b""}, "empty"),
+    ({"seq": 7, "image": "a string"}, "binary"),
+    ({"seq": "7", "image": b"x"}, "seq"),
+    ({"seq": -1, "image": b"x"}, "seq"),
+    ({"image": b"x"}, "seq"),
+    ("just a string", "object"),
+    (None, "object"),
+])
+def test_bad_frames_get_frame_error_and_stream_survives(socket_client, frame, payload, match):
+    socket_client.emit("frame", payload)
+    (event,) = received(socket_client, "frame_error")
+    err = event["args"][0]
+    assert match in err["error"]
+    if isinstance(payload, dict) and isinstance(payload.get("seq"), int) and payload["seq"] >= 0:
+        assert err["seq"] == payload["seq"]
+    socket_client.emit("frame", {"seq": 8, "image": frame})
+    (ok,) = received(socket_client, "faces")
+    assert ok["args"][0]["seq"] == 8 and len(ok["args"][0]["faces"]) == 1
+
+
+def test_oversized_frame_is_refused(app, socket_client):
+    app.config["MAX_FRAME_BYTES"] = 1000
+    socket_client.disconnect()  # streams take their limits when they open
+    socket_client.connect()
+    socket_client.emit("frame", {"seq": 1, "image": b"\xff\xd8" + b"\x00" * 5000})
+    (event,) = received(socket_client, "frame_error")
+    assert "bytes" in event["args"][0]["error"]
+
+
+def test_newest_frame_wins_and_no_backlog():
+    """While a frame is analysed, later frames replace each other; only the newest runs next."""
+    stream = Stream(analyzer=None)
+    started, release = threading.Event(), threading.Event()
+    done = []
+
+    def work(seq, image):
+        if seq == 0:
+            started.set()
+            release.wait(5)
+        done.append(seq)
+
+    worker = threading.Thread(target=submit, args=(stream, 0, b"a", work))
+    worker.start()
+    assert started.wait(5)
+    for seq in range(1, 100):
+        assert submit(stream, seq, b"b", work) is False  # busy: queued, not run
+    release.set()
+    worker.join(5)
+    assert done == [0, 99]
+    assert (stream.received, stream.analysed, stream.superseded) == (100, 2, 98)
+    assert stream.busy is False and stream.pending is None
+    assert submit(stream, 100, b"c", work) is True and done[-1] == 100
+
+
+def test_failing_work_does_not_wedge_the_stream():
+    stream = Stream(analyzer=None)
+
+    def boom(seq, image):
+        raise RuntimeError("bug")
+
+    with pytest.raises(RuntimeError):
+        submit(stream, 1, b"x", boom)
+    assert stream.busy is False
+    assert submit(stream, 2, b"x", lambda s, i: None) is True

@@ -1,0 +1,233 @@
+"""The recogniser without Flask: decoding, detection, classification, tracking."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.vision.faces import DetectorSettings, FaceDetector
+from app.vision.images import ImageError, ImageTooLarge, UnsupportedImage, decode_image
+from app.vision.pipeline import STILL_SETTINGS, StreamAnalyzer, analyze_image
+from app.vision.preprocess import EMOTIONS, prepare_face
+from app.vision.tracking import FaceTracker, iou
+from tests.imagegen import encode, exif_rotated_jpeg, fer_collage, fit_frame, pil_bytes, png_bomb
+
+MB = 1024 * 1024
+# Hand-marked face centres (x, y) and approximate face widths in the original photos.
+FACE_MARKS = {"obama.jpg": ((490, 243), 300), "biden.jpg": ((587, 368), 320), "astronaut.png": ((223, 113), 95)}
+
+
+def decode(data, max_bytes=20 * MB, max_pixels=50_000_000, want_color=True):
+    return decode_image(data, max_bytes, max_pixels, want_color)
+
+
+@pytest.fixture(scope="module")
+def model():
+    from app.extensions import load_model
+    from tests.conftest import MODEL
+
+    return load_model(str(MODEL), True)
+
+
+@pytest.fixture(scope="module")
+def photos(faces_dir):
+    return {name: (faces_dir / name).read_bytes() for name in FACE_MARKS}
+
+
+def contains(box, point) -> bool:
+    x, y, w, h = box
+    return x <= point[0] <= x + w and y <= point[1] <= y + h
+
+
+# --- preprocessing ---------------------------------------------------------
+
+def test_prepare_face_shape_range_and_crop():
+    gray = np.zeros((100, 200), np.uint8)
+    gray[10:60, 20:70] = 255
+    face = prepare_face(gray, (20, 10, 50, 50))
+    assert face.shape == (48, 48, 1) and face.dtype == np.float32
+    assert face.min() == pytest.approx(1.0) and face.max() == pytest.approx(1.0)
+    whole = prepare_face(gray)
+    assert 0.0 <= whole.min() < whole.max() <= 1.0
+
+
+def test_prepare_face_refuses_box_outside_image():
+    with pytest.raises(ValueError, match="outside"):
+        prepare_face(np.zeros((50, 50), np.uint8), (60, 60, 10, 10))
+
+
+def test_training_loader_uses_the_serving_preprocessing(tmp_path):
+    from app.training.data import load_folder
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (48, 48), dtype=np.uint8)
+    for e in EMOTIONS:
+        (tmp_path / e).mkdir()
+        cv2.imwrite(str(tmp_path / e / "a.png"), img)
+    split = load_folder(tmp_path)
+    np.testing.assert_array_equal(split.x[0], prepare_face(img))
+
+
+# --- decoding ----------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_decode_supported_formats(fmt):
+    img = Image.new("RGB", (64, 40), (200, 30, 30))
+    out = decode(pil_bytes(img, fmt))
+    assert (out.width, out.height) == (64, 40)
+    assert out.bgr.shape == (40, 64, 3) and out.gray.shape == (40, 64)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "I;16", "CMYK"])
+def test_decode_odd_modes(mode):
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    img = Image.new(mode, (30, 20), {"L": 120, "RGBA": (10, 200, 10, 128), "I;16": 40000, "CMYK": (0, 255, 255, 0)}[mode])
+    out = decode(pil_bytes(img, fmt))
+    assert out.gray.dtype == np.uint8 and out.gray.shape == (20, 30)
+    assert out.bgr.shape == (20, 30, 3)
+
+
+def test_decode_applies_exif_orientation(photos):
+    upright = cv2.imdecode(np.frombuffer(photos["astronaut.png"], np.uint8), cv2.IMREAD_COLOR)
+    wide = cv2.resize(upright, (300, 200))
+    out = decode(exif_rotated_jpeg(wide, 6))
+    assert (out.width, out.height) == (300, 200)
+    assert np.abs(out.bgr.astype(int) - wide.astype(int)).mean() < 12
+
+
+@pytest.mark.parametrize("data, error, match", [
+    (b"", ImageError, "empty"),
+    (b"hello, I am not an image", ImageError, "not an image"),
+    (b"GIF89a" + b"\x00" * 64, ImageError, "not an image|unsupported"),
+])
+def test_decode_refuses_garbage(data, error, match):
+    with pytest.raises(error, match=match):
+        decode(data)
+
+
+def test_decode_refuses_gif_as_unsupported():
+    with pytest.raises(UnsupportedImage):
+        decode(pil_bytes(Image.new("RGB", (10, 10)), "GIF"))
+
+
+def test_decode_refuses_truncated_jpeg(photos):
+    data = photos["obama.jpg"]
+    for want_color in (True, False):
+        with pytest.raises(ImageError, match="corrupt|truncated"):
+            decode(data[: len(data) // 2], want_color=want_color)
+
+
+def test_decode_refuses_too_many_bytes():
+    with pytest.raises(ImageTooLarge, match="bytes"):
+        decode(b"\xff" * 2000, max_bytes=1000)
+
+
+def test_decompression_bomb_refused_from_header_alone(monkeypatch):
+    bomb = png_bomb(30000, 30000)
+    assert len(bomb) < 100_000
+    # If anything tried to decode the pixels, this would fail the test.
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("bomb was decoded"))
+    with pytest.raises(ImageTooLarge, match="pixels"):
+        decode(bomb)
+    with pytest.raises(ImageTooLarge, match="pixels"):
+        decode(png_bomb(5000, 5000), max_pixels=1_000_000)
+
+
+# --- detection ---------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(FACE_MARKS))
+def test_each_photo_has_exactly_one_face_on_it(name, photos, model):
+    image = decode(photos[name])
+    result = analyze_image(image, model)
+    assert len(result["faces"]) == 1, result["faces"]
+    box = result["faces"][0]["box"]
+    centre, width = FACE_MARKS[name]
+    assert contains(box, centre)
+    assert 0.6 * width <= box[2] <= 1.5 * width
+    face = result["faces"][0]
+    assert set(face["scores"]) == set(EMOTIONS) and face["label"] in EMOTIONS
+    assert sum(face["scores"].values()) == pytest.approx(1.0, abs=2e-3)
+
+
+@pytest.mark.parametrize("name", sorted(FACE_MARKS))
+def test_live_detector_finds_the_face_in_a_webcam_sized_frame(name, photos):
+    frame = fit_frame(cv2.imdecode(np.frombuffer(photos[name], np.uint8), cv2.IMREAD_COLOR))
+    boxes = FaceDetector().detect(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
+    assert len(boxes) == 1
+
+
+def test_collage_of_fer_faces_all_found(fer_dir, model):
+    frame, placed = fer_collage(fer_dir, n=6)
+    assert len(placed) == 6
+    for settings in (DetectorSettings(), STILL_SETTINGS):
+        boxes = FaceDetector(settings).detect(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
+        for truth, label in placed:
+            assert max((iou(truth, b) for b in boxes), default=0) > 0.4, (settings, truth, label, boxes)
+        assert len(boxes) == len(placed)
+    result = analyze_image(decode(encode(frame, ".png")), model)
+    assert len(result["faces"]) == 6
+
+
+def test_local_redetection_follows_a_moving_face(photos):
+    base = fit_frame(cv2.imdecode(np.frombuffer(photos["obama.jpg"], np.uint8), cv2.IMREAD_COLOR))
+    detector = FaceDetector()
+    gray = cv2.cvtColor(base, cv2.COLOR_BGR2GRAY)
+    (box,) = detector.detect(gray)
+    for dx in (6, 12, 18):
+        shifted = np.roll(gray, dx, axis=1)
+        (near,) = detector.detect_near(shifted, [box])
+        assert near is not None and iou(near, (box[0] + dx, *box[1:])) > 0.6
+        box = near
+    assert detector.detect_near(np.full_like(gray, 90), [box]) == [None]
+
+
+# --- tracking and streams --------------------------------------------------------
+
+def test_tracker_keeps_ids_and_smooths():
+    t = FaceTracker(smoothing=0.5, max_missed=1)
+    a = np.eye(7, dtype=np.float32)[3]
+    b = np.eye(7, dtype=np.float32)[0]
+    (first,) = t.update([(10, 10, 50, 50)], a[None])
+    (again,) = t.update([(14, 12, 50, 50)], b[None])
+    assert again.id == first.id
+    np.testing.assert_allclose(again.probs, 0.5 * a + 0.5 * b)
+    one, two = t.update([(16, 12, 50, 50), (300, 300, 60, 60)], np.stack([b, a]))
+    assert one.id == first.id and two.id != first.id
+    t.update([], np.zeros((0, 7)))
+    t.update([], np.zeros((0, 7)))
+    assert t.tracks == []
+
+
+def test_stream_analyzer_gives_stable_ids_and_timings(photos, model):
+    base = fit_frame(cv2.imdecode(np.frombuffer(photos["obama.jpg"], np.uint8), cv2.IMREAD_COLOR))
+    stream = StreamAnalyzer(model, max_bytes=MB, max_pixels=2_000_000, full_scan_every=4)
+    ids = set()
+    for dx in range(0, 40, 4):
+        result = stream.process(encode(np.roll(base, dx, axis=1)))
+        assert len(result["faces"]) == 1
+        ids.add(result["faces"][0]["id"])
+        assert set(result["timings_ms"]) == {"decode", "detect", "classify", "total"}
+    assert ids == {1}
+
+
+def test_stream_analyzer_bad_frame_leaves_state_unchanged(photos, model):
+    stream = StreamAnalyzer(model, max_bytes=MB, max_pixels=2_000_000)
+    frame = encode(fit_frame(cv2.imdecode(np.frombuffer(photos["obama.jpg"], np.uint8), cv2.IMREAD_COLOR)))
+    stream.process(frame)
+    before = [(t.id, t.box) for t in stream.tracker.tracks]
+    with pytest.raises(ImageError):
+        stream.process(b"garbage")
+    assert [(t.id, t.box) for t in stream.tracker.tracks] == before
+    assert stream.process(frame)["faces"][0]["id"] == before[0][0]
+
+
+def test_model_batches_match_single_predictions(model):
+    rng = np.random.default_rng(1)
+    faces = rng.random((5, 48, 48, 1), dtype=np.float32)
+    batch = model.predict(faces)
+    singles = np.concatenate([model.predict(f[None]) for f in faces])
+    np.testing.assert_allclose(batch, singles, atol=1e-4)
+    assert model.predict(np.zeros((0, 48, 48, 1), np.float32)).shape == (0, 7)
+    many = model.predict(rng.random((40, 48, 48, 1), dtype=np.float32))
+    assert many.shape == (40, 7)

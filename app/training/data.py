@@ -171,7 +171,7 @@ def stratified_sample(split: Split, n: int, seed: int) -> Split:
     take = np.floor(quota).astype(int)
     take[np.argsort(-(quota - take), kind="stable")[: n - take.sum()]] += 1
     picked = []
-    for label, k in zip(labels, take):
+    for label, k in zip(labels, take, strict=True):
         idx = np.flatnonzero(split.y == label)
         rank = sorted(idx, key=lambda i: hashlib.sha256(f"{seed}/{names[i]}".encode()).hexdigest())
         picked.extend(rank[:k])

@@ -64,8 +64,9 @@ def reliability_png(probs: np.ndarray, y_true: np.ndarray, path: str | Path, bin
     fig = Figure(figsize=(6, 7), layout="constrained")
     top, bottom = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
     top.bar(centers[used], acc[used], width=width * 0.95, color="tab:blue", edgecolor="black", label="accuracy")
-    top.bar(centers[used], conf[used] - acc[used], bottom=acc[used], width=width * 0.95,
-            color="tab:red", alpha=0.3, hatch="//", label="gap to confidence")
+    # The gap is drawn as an unfilled hatched box, readable both above and inside the accuracy bar.
+    top.bar(centers[used], np.abs(conf[used] - acc[used]), bottom=np.minimum(conf[used], acc[used]),
+            width=width * 0.95, fill=False, edgecolor="tab:red", hatch="//", label="gap to mean confidence")
     top.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
@@ -99,7 +100,7 @@ def curves_png(log: dict[str, np.ndarray], path: str | Path) -> Path:
     epochs = log["epoch"] + 1  # CSVLogger counts from 0
     panels = [("accuracy", "accuracy"), ("loss", "loss"), ("lr", "learning rate")]
     fig = Figure(figsize=(15, 4.5), layout="constrained")
-    for ax, (key, title) in zip(fig.subplots(1, 3), panels):
+    for ax, (key, title) in zip(fig.subplots(1, 3), panels, strict=True):
         for name, style in ((key, "-"), (f"val_{key}", "--")):
             if name in log and not np.all(np.isnan(log[name])):
                 ax.plot(epochs, log[name], style, marker="." if len(epochs) < 30 else None,

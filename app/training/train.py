@@ -125,17 +125,22 @@ class LearningRateLog(keras.callbacks.Callback):
             logs["lr"] = float(keras.ops.convert_to_numpy(opt.learning_rate))
 
 
-def build_compiled(args, steps_per_epoch: int) -> keras.Model:
-    model = make_model(args.arch)
-    total = max(1, args.epochs * steps_per_epoch)
-    warmup = min(args.warmup_epochs * steps_per_epoch, total // 2)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=args.lr * 0.05 if warmup else args.lr,
+def make_schedule(lr: float, warmup_epochs: int, epochs: int, steps_per_epoch: int):
+    """Linear warm-up to ``lr``, then cosine decay to zero at the end of ``epochs``."""
+    total = max(1, epochs * steps_per_epoch)
+    warmup = min(warmup_epochs * steps_per_epoch, total // 2)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=lr * 0.05 if warmup else lr,
         decay_steps=total - warmup,
         alpha=0.0,
-        warmup_target=args.lr if warmup else None,
+        warmup_target=lr if warmup else None,
         warmup_steps=warmup,
     )
+
+
+def build_compiled(args, steps_per_epoch: int) -> keras.Model:
+    model = make_model(args.arch)
+    schedule = make_schedule(args.lr, args.warmup_epochs, args.epochs, steps_per_epoch)
     model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=args.weight_decay),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
@@ -156,7 +161,12 @@ def calibrate(model: keras.Model, val: Split) -> float:
     return temperature
 
 
-def train(args) -> dict:
+def record_command(argv) -> str:
+    """The command line that ran this training, for the run record and the model card."""
+    return " ".join(["python -m app.training.train"] + list(sys.argv[1:] if argv is None else argv))
+
+
+def train(args, argv=None) -> dict:
     """Run (or resume) training; returns the final state record."""
     paths = run_paths(args)
     paths["run"].mkdir(parents=True, exist_ok=True)
@@ -177,7 +187,7 @@ def train(args) -> dict:
 
     steps = int(np.ceil(len(train_split) / args.batch_size))
     record = {k: v for k, v in vars(args).items() if k != "resume"}
-    record["command"] = " ".join(["python -m app.training.train"] + sys.argv[1:])
+    record["command"] = record_command(argv)
     record["train_checksum"] = train_split.checksum
     record["val_checksum"] = val.checksum if val else None
     record["n_train"], record["n_val"] = len(train_split), len(val) if val else 0
@@ -189,7 +199,13 @@ def train(args) -> dict:
         state = json.loads(paths["state"].read_text())
         model = keras.models.load_model(paths["last"])
         initial_epoch, best = state["epoch"], state["best"]
+        planned = state["args"]["epochs"]
         record = {**state["args"], "epochs": args.epochs}
+        record["resumed_with"] = record.get("resumed_with", []) + [record_command(argv)]
+        if args.epochs != planned:
+            # Stretch the cosine schedule over the new length, so added epochs still learn.
+            model.optimizer.learning_rate = make_schedule(record["lr"], record["warmup_epochs"], args.epochs, steps)
+            print(f"learning-rate schedule stretched from {planned} to {args.epochs} epochs", flush=True)
         print(f"resuming after epoch {initial_epoch} (best val accuracy {best:.4f})", flush=True)
     else:
         model = build_compiled(args, steps)
@@ -227,7 +243,7 @@ def train(args) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        train(args)
+        train(args, argv)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,259 @@
+"""The model card: what a trained model is, how it was made and how well it does.
+
+``write_card`` runs at the end of ``app.training.train`` and writes
+``models/NAME.json`` next to ``models/NAME.keras``; to write it again for a
+finished run (same data, same run folder)::
+
+    python -m app.training.card models/emotion.keras [--run-dir runs/emotion]
+ Every figure is measured
+through ``EmotionModel`` (mirror TTA), i.e. on what the server serves. An
+optional piece that cannot be measured becomes ``null`` and says why in
+``notes``; writing the card never fails a finished training run.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from app.training.data import Split, load_dataset, stratified_sample
+from app.training.evaluate import evaluate, training_log_path
+from app.training.metrics import expected_calibration_error, softmax, summarize
+from app.vision.emotions import EmotionModel
+from app.vision.preprocess import EMOTIONS, INPUT_SIZE
+
+REGRESSION_SAMPLE = {"seed": 2013, "n": 700}
+TIMING_CALLS = 300
+PREPROCESSING = (
+    "app.vision.preprocess.prepare_face: crop the face box from the frame, convert to 8-bit "
+    "grayscale, resize to 48x48 (cv2.INTER_AREA when shrinking, INTER_LINEAR when enlarging), "
+    "scale to float32 in [0, 1]; FER-2013 images are already 48x48 face crops"
+)
+HYPERPARAMETERS = ("epochs", "batch_size", "lr", "warmup_epochs", "weight_decay", "label_smoothing",
+                   "augment", "val_split", "limit", "precision", "seed")
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _pixel_hashes(x: np.ndarray) -> list[bytes]:
+    """One digest per image of its 8-bit pixels (exact duplicates share it)."""
+    pixels = np.rint(np.asarray(x) * 255.0).astype(np.uint8)
+    return [hashlib.blake2b(img.tobytes(), digest_size=16).digest() for img in pixels]
+
+
+def _evaluated_on(args: dict) -> str:
+    if not args.get("n_val"):
+        return "training data (the run had no validation split)"
+    if args.get("val_split"):
+        return f"stratified {args['val_split']:g} hold-out of the training data"
+    return "PublicTest"
+
+
+def _uncalibrated(keras_model, split: Split, temperature: float) -> np.ndarray:
+    """Served (mirror-averaged) probabilities with the folded temperature undone."""
+    import keras
+
+    logits = keras.Model(keras_model.inputs, keras_model.get_layer("logits").output)
+    # The shipped logits layer computes z / T; multiplying by T gives back z.
+    views = [logits.predict(v, batch_size=256, verbose=0) for v in (split.x, split.x[:, :, ::-1, :])]
+    return np.mean([softmax(np.asarray(v, np.float64) * temperature) for v in views], axis=0)
+
+
+def _calibration(model: EmotionModel, split: Split, state: dict, after: dict) -> dict:
+    temperature = state.get("temperature")
+    if temperature is None:
+        raise ValueError("state has no temperature (the model was not calibrated)")
+    before = _uncalibrated(model.keras_model, split, float(temperature))
+    nll = -np.log(np.clip(before[np.arange(len(split)), split.y], 1e-12, 1.0)).mean()
+    return {
+        "temperature": float(temperature),
+        "method": "temperature scaling fitted on the validation split (image + mirror), folded into the logits layer",
+        "ece_before": expected_calibration_error(before, split.y),
+        "ece_after": after["ece"],
+        "nll_before": float(nll),
+        "nll_after": after["nll"],
+        "ece_bins": 15,
+    }
+
+
+def _without_train_duplicates(split: Split, probs: np.ndarray, args: dict) -> dict:
+    data = args.get("data")
+    if not data or not Path(data).exists():
+        raise FileNotFoundError(f"training data {data!r} not found from {Path.cwd()}")
+    train, _ = load_dataset(data, args.get("val_split") or 0.0, args.get("seed") or 0)
+    if args.get("train_checksum") and train.checksum != args["train_checksum"]:
+        raise ValueError(f"training data at {data} changed since training (checksum {train.checksum[:12]}, "
+                         f"run recorded {args['train_checksum'][:12]})")
+    seen = set(_pixel_hashes(train.x))
+    keep = np.array([h not in seen for h in _pixel_hashes(split.x)], bool)
+    figures = summarize(probs[keep], split.y[keep])
+    return {
+        "n": figures["n"],
+        "excluded": int((~keep).sum()),
+        "accuracy": figures["accuracy"],
+        "macro_f1": figures["macro_f1"],
+        "note": "validation images pixel-identical to any training image removed"
+                + (" (whole training split, though --limit trained on a subset)" if args.get("limit") else ""),
+    }
+
+
+def _regression_sample(model: EmotionModel, split: Split) -> dict:
+    sample = stratified_sample(split, **REGRESSION_SAMPLE)
+    figures, _ = evaluate(model, sample)
+    return {**REGRESSION_SAMPLE, "n": figures["n"], "accuracy": figures["accuracy"],
+            "split_checksum": split.checksum, "sample_checksum": sample.checksum,
+            "note": "tests/test_model_regression.py re-measures this sample (app.training.data.stratified_sample)"}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _inference_cost(model: EmotionModel, face: np.ndarray, calls: int) -> dict:
+    import tensorflow as tf
+
+    face = face[None]
+    for _ in range(10):  # settle caches and thread pools before timing
+        model.predict(face)
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        model.predict(face)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    times.sort()
+    return {
+        "ms_per_face_median": round(statistics.median(times), 3),
+        "ms_per_face_p90": round(times[int(0.9 * (len(times) - 1))], 3),
+        "calls": calls,
+        "batch": 1,
+        "tta": model.tta,
+        "path": "EmotionModel.predict (compiled tf.function, batch bucket 2 with the mirror)",
+        "machine": {
+            "platform": platform.platform(),
+            "cpu": _cpu_name(),
+            "cpu_count": os.cpu_count(),
+            "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+            "python": sys.version.split()[0],
+            "tensorflow": tf.__version__,
+        },
+    }
+
+
+def write_card(model_path, state: dict, val_split: Split, timing_calls: int = TIMING_CALLS) -> dict:
+    """Measure the model at ``model_path`` on ``val_split`` and write ``<model>.json``; returns the card."""
+    model_path = Path(model_path)
+    log = training_log_path(model_path)
+    args = state.get("args", {})
+    notes: list[str] = []
+
+    def attempt(what: str, fn):
+        try:
+            return fn()
+        except Exception as exc:  # an optional figure must not fail a finished training run
+            notes.append(f"{what}: not measured ({type(exc).__name__}: {exc})")
+            return None
+
+    card: dict = {
+        "model": model_path.name,
+        "model_sha256": attempt("model_sha256", lambda: _file_sha256(model_path)),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "architecture": args.get("arch"),
+        "parameters": None,
+        "labels": list(EMOTIONS),
+        "input": {"shape": [INPUT_SIZE, INPUT_SIZE, 1], "dtype": "float32", "range": [0.0, 1.0],
+                  "preprocessing": PREPROCESSING,
+                  "test_time_augmentation": "mean of the face's and its horizontal mirror's probabilities"},
+        "output": "calibrated softmax probabilities over labels (temperature folded into the logits layer)",
+        "training": {
+            "command": args.get("command"),
+            "resumed_with": args.get("resumed_with", []),
+            "data": args.get("data"),
+            "train_checksum": args.get("train_checksum"),
+            "val_checksum": args.get("val_checksum"),
+            "n_train": args.get("n_train"),
+            "n_val": args.get("n_val"),
+            "hyperparameters": {k: args.get(k) for k in HYPERPARAMETERS},
+            "epochs_trained": state.get("epoch"),
+            "best_epoch": None,
+            "best_epoch_val_accuracy_no_tta": state.get("best"),
+            "log": str(log),
+        },
+        "evaluated_on": {"split": _evaluated_on(args), "n": len(val_split), "checksum": val_split.checksum,
+                         "tta": True},
+    }
+    if log.is_file():
+        from app.training.plots import best_epoch, read_training_log
+
+        card["training"]["best_epoch"] = attempt("best_epoch", lambda: best_epoch(read_training_log(log)))
+    else:
+        notes.append(f"best_epoch: no training log at {log}")
+
+    model = attempt("model", lambda: EmotionModel.load(model_path, tta=True))
+    figures = probs = None
+    if model is not None:
+        card["parameters"] = int(model.keras_model.count_params())
+        measured = attempt("validation figures", lambda: evaluate(model, val_split))
+        if measured:
+            figures, probs = measured
+    card.update({k: figures[k] if figures else None
+                 for k in ("accuracy", "macro_f1", "ece", "nll", "per_class", "confusion_matrix")})
+    ready = model is not None and figures is not None
+    measurements = {
+        "calibration": lambda: _calibration(model, val_split, state, figures),
+        "accuracy_without_train_duplicates": lambda: _without_train_duplicates(val_split, probs, args),
+        "regression_sample": lambda: _regression_sample(model, val_split),
+        "inference": lambda: _inference_cost(model, val_split.x[0], timing_calls),
+    }
+    for key, measure in measurements.items():
+        card[key] = attempt(key, measure) if ready else None
+    card["notes"] = notes
+
+    path = model_path.with_suffix(".json")
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card, indent=2) + "\n")
+    os.replace(tmp, path)  # a reader never sees half a card
+    return card
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m app.training.card", description="Write a finished run's model card.")
+    p.add_argument("model", type=Path, help="the trained model, e.g. models/emotion.keras")
+    p.add_argument("--run-dir", type=Path, help="the run's folder with state.json (default: runs/<model name>)")
+    args = p.parse_args(argv)
+    state_path = (args.run_dir or Path("runs") / args.model.stem) / "state.json"
+    try:
+        state = json.loads(state_path.read_text())
+        run = state["args"]
+        train, val = load_dataset(run["data"], run.get("val_split") or 0.0, run.get("seed") or 0)
+    except (OSError, ValueError, KeyError) as exc:  # DataError is a ValueError
+        print(f"error: {state_path}: {exc}", file=sys.stderr)
+        return 2
+    card = write_card(args.model, state, val if val is not None else train)  # what train.py calibrated on
+    print(json.dumps({k: card[k] for k in ("accuracy", "macro_f1", "ece")}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

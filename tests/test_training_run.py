@@ -1,0 +1,125 @@
+"""A real (tiny) training run end to end: outputs, model card, resume, errors."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from app.training import train
+from app.training.card import write_card
+from app.training.data import load_folder
+from app.vision.emotions import EmotionModel
+from tests.fersynth import write_tree
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_tree(tmp_path_factory.mktemp("fer"), train_per_class=40, test_per_class=10)
+
+
+def argv(data, tmp_path, *extra):
+    return ["--data", str(data), "--out", str(tmp_path / "models" / "tiny.keras"),
+            "--run-dir", str(tmp_path / "run"), "--arch", "tiny", "--precision", "fp32",
+            "--batch-size", "64", "--warmup-epochs", "0", "--lr", "3e-3", "--verbose", "0", *extra]
+
+
+def log_rows(tmp_path):
+    with (tmp_path / "models" / "tiny.log.csv").open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    """One finished 1-epoch run, shared by the tests that only read its outputs."""
+    tmp_path = tmp_path_factory.mktemp("run")
+    assert train.main(argv(data, tmp_path, "--epochs", "1")) == 0
+    return tmp_path
+
+
+def test_one_epoch_run_writes_every_output(trained):
+    models, run = trained / "models", trained / "run"
+    for path in (models / "tiny.keras", models / "tiny.log.csv", models / "tiny.json",
+                 run / "last.keras", run / "state.json"):
+        assert path.is_file() and path.stat().st_size > 0, path
+    assert [r["epoch"] for r in log_rows(trained)] == ["0"]
+    assert {"accuracy", "loss", "val_accuracy", "val_loss", "lr"} <= set(log_rows(trained)[0])
+    state = json.loads((run / "state.json").read_text())
+    assert state["epoch"] == 1 and state["args"]["arch"] == "tiny" and state["temperature"] > 0
+    assert state["args"]["n_train"] == 280 and state["args"]["n_val"] == 71
+
+
+def test_shipped_model_is_served_and_outputs_probabilities(trained):
+    model = EmotionModel.load(trained / "models" / "tiny.keras")
+    probs = model.predict(np.random.default_rng(0).random((3, 48, 48, 1), dtype=np.float32))
+    assert probs.shape == (3, 7) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_model_card_describes_the_run(trained, data):
+    card = json.loads((trained / "models" / "tiny.json").read_text())
+    assert card["architecture"] == "tiny" and card["parameters"] > 0
+    assert card["training"]["epochs_trained"] == 1 and card["training"]["best_epoch"] == 1
+    assert card["training"]["train_checksum"] and card["evaluated_on"]["split"] == "PublicTest"
+    assert card["evaluated_on"]["n"] == 71 and "prepare_face" in card["input"]["preprocessing"]
+    assert 0.0 <= card["accuracy"] <= 1.0 and np.sum(card["confusion_matrix"]) == 71
+    calibration = card["calibration"]
+    assert calibration["temperature"] > 0 and calibration["ece_after"] == card["ece"]
+    assert 0.0 <= calibration["ece_before"] <= 1.0
+    dedup = card["accuracy_without_train_duplicates"]
+    assert dedup["excluded"] == 1 and dedup["n"] == 70  # the one copied image
+    sample = card["regression_sample"]
+    assert sample["n"] == 71 and sample["accuracy"] == card["accuracy"]  # fewer images than the sample size
+    inference = card["inference"]
+    assert inference["ms_per_face_median"] > 0 and inference["machine"]["cpu_count"] >= 1
+    assert card["created"] and card["notes"] == []
+
+
+def test_resume_continues_from_the_checkpoint(data, tmp_path):
+    assert train.main(argv(data, tmp_path, "--epochs", "1")) == 0
+    assert train.main(argv(data, tmp_path, "--epochs", "3", "--resume")) == 0
+    rows = log_rows(tmp_path)
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    assert float(rows[0]["lr"]) == 0.0  # the 1-epoch schedule ended ...
+    assert float(rows[1]["lr"]) > 0  # ... and was stretched, so the added epochs still learn
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["epoch"] == 3 and state["args"]["epochs"] == 3
+    card = json.loads((tmp_path / "models" / "tiny.json").read_text())
+    assert card["training"]["epochs_trained"] == 3
+    assert card["training"]["command"].endswith("--epochs 1")
+    assert [c.endswith("--epochs 3 --resume") for c in card["training"]["resumed_with"]] == [True]
+
+
+def test_resume_without_checkpoint_is_a_clear_error(data, tmp_path, capsys):
+    assert train.main(argv(data, tmp_path, "--epochs", "1", "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "--resume: no checkpoint in" in err and str(tmp_path / "run") in err
+    assert not (tmp_path / "models" / "tiny.keras").exists()
+
+
+def test_wrong_data_path_is_a_clear_error(tmp_path, capsys):
+    assert train.main(argv(tmp_path / "missing", tmp_path, "--epochs", "1")) == 2
+    assert "data not found" in capsys.readouterr().err
+
+
+def test_card_survives_missing_pieces(trained, data, tmp_path):
+    model = tmp_path / "copy.keras"
+    model.write_bytes((trained / "models" / "tiny.keras").read_bytes())
+    state = {"epoch": 1, "args": {"arch": "tiny", "data": str(tmp_path / "moved"), "n_val": 71}}
+
+    card = write_card(model, state, load_folder(data / "test"), timing_calls=5)
+
+    assert json.loads(model.with_suffix(".json").read_text()) == card
+    assert card["accuracy"] is not None and card["regression_sample"] is not None
+    assert card["calibration"] is None and card["accuracy_without_train_duplicates"] is None
+    assert card["training"]["best_epoch"] is None
+    missing = " ".join(card["notes"])
+    assert "no temperature" in missing and "moved" in missing and "no training log" in missing
+
+
+def test_card_for_a_missing_model_is_still_written(data, tmp_path):
+    card = write_card(tmp_path / "ghost.keras", {"args": {}}, load_folder(data / "test"))
+
+    assert (tmp_path / "ghost.json").is_file()
+    assert card["accuracy"] is None and card["inference"] is None
+    assert any("emotion model not found" in note for note in card["notes"])

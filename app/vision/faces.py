@@ -102,6 +102,24 @@ def _clip(b, w: int, h: int) -> Box:
     return (x, y, max(1, min(bw, w - x)), max(1, min(bh, h - y)))
 
 
+def _overlap(a: Box, b: Box) -> bool:
+    """True when ``b``'s centre lies inside ``a`` or ``a``'s inside ``b``: one face, two boxes."""
+    def centre_in(outer: Box, inner: Box) -> bool:
+        cx, cy = inner[0] + inner[2] / 2, inner[1] + inner[3] / 2
+        return outer[0] <= cx <= outer[0] + outer[2] and outer[1] <= cy <= outer[1] + outer[3]
+
+    return centre_in(a, b) or centre_in(b, a)
+
+
+def suppress_overlaps(boxes: list[Box]) -> list[Box]:
+    """Keep the first of any boxes that overlap (Haar often boxes one face twice, e.g. its lower half)."""
+    kept: list[Box] = []
+    for box in boxes:
+        if not any(_overlap(k, box) for k in kept):
+            kept.append(box)
+    return kept
+
+
 def _sorted_boxes(boxes: np.ndarray, w: int, h: int) -> list[Box]:
-    out = [_clip(b, w, h) for b in boxes]
-    return sorted(out, key=lambda b: -b[2] * b[3])
+    out = sorted((_clip(b, w, h) for b in boxes), key=lambda b: -b[2] * b[3])
+    return suppress_overlaps(out)

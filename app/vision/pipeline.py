@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from app.vision.emotions import EmotionModel
-from app.vision.faces import Box, DetectorSettings, FaceDetector
+from app.vision.faces import Box, DetectorSettings, FaceDetector, suppress_overlaps
 from app.vision.images import DecodedImage, decode_image
 from app.vision.preprocess import prepare_face
 from app.vision.tracking import FaceTracker
@@ -83,7 +83,8 @@ class StreamAnalyzer:
         visible = [t.box for t in self.tracker.visible()]
         if visible and self._since_full < self.full_scan_every:
             found = detector.detect_near(gray, visible)
-            if all(b is not None for b in found):
+            # Every tracked face found again, and no two on the same face: skip the full scan.
+            if all(b is not None for b in found) and len(suppress_overlaps(found)) == len(found):  # type: ignore[arg-type]
                 self._since_full += 1
                 return found  # type: ignore[return-value]
         self._since_full = 1

@@ -1,0 +1,88 @@
+"""In-process time per 640x480 live frame, split into decode / detect / classify.
+
+    python -m benchmarks.pipeline [--frames 300] [--model models/emotion.keras]
+
+Prints one JSON object. Also reports the recall of the fast detection path and
+of the full-size detector against the true face boxes of the same frames.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from benchmarks.common import ROOT, SHARED, collage_frames, machine, percentiles, webcam_frames  # noqa: E402
+
+
+def run_stream(model, frames_truths, full_scan_every: int) -> dict:
+    import cv2
+    import numpy as np
+
+    from app.vision.faces import FaceDetector
+    from app.vision.pipeline import StreamAnalyzer
+    from app.vision.tracking import iou
+    from tests.imagegen import FULL_SIZE
+
+    frames, truths = frames_truths
+    stream = StreamAnalyzer(model, max_bytes=1 << 20, max_pixels=1920 * 1080, full_scan_every=full_scan_every)
+    for f in frames[:10]:  # warm-up: first full scans, allocator
+        stream.process(f)
+    stream = StreamAnalyzer(model, max_bytes=1 << 20, max_pixels=1920 * 1080, full_scan_every=full_scan_every)
+    timings = {"decode": [], "detect": [], "classify": [], "total": []}
+    results = []
+    for f in frames:
+        t0 = time.perf_counter()
+        r = stream.process(f)
+        wall = (time.perf_counter() - t0) * 1000
+        for k in ("decode", "detect", "classify"):
+            timings[k].append(r["timings_ms"][k])
+        timings["total"].append(wall)
+        results.append(r)
+    reference = FaceDetector(FULL_SIZE)
+    n_true = fast_found = ref_found = 0
+    for f, r, boxes in zip(frames, results, truths):
+        gray = cv2.imdecode(np.frombuffer(f, np.uint8), cv2.IMREAD_GRAYSCALE)
+        ref = reference.detect(gray)
+        n_true += len(boxes)
+        fast_found += sum(any(iou(b, face["box"]) > 0.4 for face in r["faces"]) for b in boxes)
+        ref_found += sum(any(iou(b, x) > 0.4 for x in ref) for b in boxes)
+    return {
+        "frames": len(frames),
+        "ms": {k: percentiles(v) for k, v in timings.items()},
+        "faces_per_frame": round(sum(len(r["faces"]) for r in results) / len(results), 2),
+        "true_faces_per_frame": round(n_true / len(frames), 2),
+        "recall": round(fast_found / n_true, 4),
+        "recall_full_size_detector": round(ref_found / n_true, 4),
+    }
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--frames", type=int, default=300)
+    p.add_argument("--model", default=str(ROOT / "models" / "emotion.keras"))
+    p.add_argument("--full-scan-every", type=int, default=8)
+    args = p.parse_args(argv)
+
+    from app.vision.emotions import EmotionModel
+
+    model = EmotionModel.load(args.model)
+    one = webcam_frames(SHARED / "faces" / "obama.jpg", args.frames)
+    several = collage_frames(4, args.frames)
+    out = {
+        "benchmark": "pipeline",
+        "machine": machine(),
+        "model": os.path.relpath(args.model, ROOT),
+        "tta": model.tta,
+        "full_scan_every": args.full_scan_every,
+        "one_face": run_stream(model, one, args.full_scan_every),
+        "four_faces": run_stream(model, several, args.full_scan_every),
+        "full_scan_every_frame_one_face": run_stream(model, (one[0][:100], one[1][:100]), 1),
+    }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+# MoodLens: `make run` sets up and serves the app; `make test` sets up and runs every test.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+THREADS ?= 8
+
+.PHONY: run run-eventlet setup setup-dev system-test-deps test test-fast bench clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(VENV)/.installed node_modules/.installed
+
+setup-dev: setup $(VENV)/.installed-dev system-test-deps
+
+system-test-deps:
+	bash scripts/install-test-system-deps.sh
+
+## Serve on http://$(HOST):$(PORT) with the bundled model and SQLite (production server, threading mode).
+run: setup
+	$(VENV)/bin/gunicorn -k gthread -w 1 --threads $(THREADS) -b $(HOST):$(PORT) --access-logfile - wsgi:app
+
+## The same app under eventlet (the design card's async mode), through socketio.run.
+run-eventlet: setup
+	ASYNC_MODE=eventlet HOST=$(HOST) PORT=$(PORT) $(PY) -m app
+
+## Every test: unit, API, Socket.IO, training tools, PostgreSQL, Redis, nginx, real browser.
+test: setup-dev
+	$(PY) -m pytest
+
+## Everything but the real-browser tests.
+test-fast: setup-dev
+	$(PY) -m pytest -m "not browser"
+
+bench: setup-dev
+	$(PY) -m benchmarks.pipeline
+	$(PY) -m benchmarks.socket_roundtrip
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache

@@ -5,7 +5,8 @@ import time
 
 from flask import current_app, request
 
-from app.vision.images import SUPPORTED_MIME, ImageError, UnsupportedImage, decode_image
+from app.concurrency import run_cpu
+from app.vision.images import SUPPORTED_MIME, DecodedImage, ImageError, UnsupportedImage, decode_image
 from app.vision.pipeline import analyze_image
 
 
@@ -29,13 +30,22 @@ def image_from_request(field: str = "image") -> tuple[bytes, str | None]:
     raise UnsupportedImage(f"unsupported Content-Type {content_type}: send multipart/form-data with an 'image' field or a raw image/jpeg, image/png or image/webp body")
 
 
-def analyze_upload(data: bytes) -> tuple[dict, object]:
-    """Decode and analyse uploaded bytes; returns (result, decoded image)."""
+def analyze_upload(data: bytes) -> tuple[dict, DecodedImage]:
+    """Decode and analyse uploaded bytes; returns (result, decoded image).
+
+    The work runs through ``run_cpu``: under eventlet it must not block the
+    event loop that every other client (and every live stream) shares.
+    """
     cfg = current_app.config
+    return run_cpu(cfg["ASYNC_MODE"], _analyze, data, current_app.extensions["emotion_model"],
+                   cfg["MAX_UPLOAD_BYTES"], cfg["MAX_IMAGE_PIXELS"])
+
+
+def _analyze(data: bytes, model, max_bytes: int, max_pixels: int) -> tuple[dict, DecodedImage]:
     t0 = time.perf_counter()
-    image = decode_image(data, cfg["MAX_UPLOAD_BYTES"], cfg["MAX_IMAGE_PIXELS"], want_color=True)
+    image = decode_image(data, max_bytes, max_pixels, want_color=True)
     decode_ms = round((time.perf_counter() - t0) * 1000, 2)
-    result = analyze_image(image, current_app.extensions["emotion_model"], max_faces=32)
+    result = analyze_image(image, model, max_faces=32)
     result["timings_ms"] = {"decode": decode_ms, **result["timings_ms"],
                             "total": round((time.perf_counter() - t0) * 1000, 2)}
     return result, image

@@ -4,8 +4,9 @@ from __future__ import annotations
 import base64
 
 import cv2
-from flask import render_template
+from flask import current_app, render_template
 
+from app.concurrency import run_cpu
 from app.upload import bp
 from app.upload.analysis import analyze_upload, image_from_request
 from app.vision.images import ImageError
@@ -44,4 +45,5 @@ def upload_submit():
         result, image = analyze_upload(data)
     except ImageError as exc:
         return render_template("upload.html", emotions=EMOTIONS, error=str(exc)), exc.status
-    return render_template("upload.html", emotions=EMOTIONS, result=result, annotated=annotate(image.bgr, result["faces"]))
+    annotated = run_cpu(current_app.config["ASYNC_MODE"], annotate, image.bgr, result["faces"])
+    return render_template("upload.html", emotions=EMOTIONS, result=result, annotated=annotated)

@@ -1,0 +1,48 @@
+"""``python -m app``: serve MoodLens with Socket.IO's own server.
+
+This is how the eventlet mode is served (``ASYNC_MODE=eventlet python -m app``;
+gunicorn no longer has an eventlet worker). With ``ASYNC_MODE=threading`` it
+runs the development server; production threading uses ``gunicorn`` (wsgi.py).
+Listens on ``HOST`` (default 127.0.0.1) and ``PORT`` (default 8000). When the
+model or the configuration cannot be loaded it prints why and exits with 1.
+"""
+import os
+import warnings
+
+if os.environ.get("ASYNC_MODE") == "eventlet":
+    # Before any other import: sockets, threads and locks must be green everywhere.
+    with warnings.catch_warnings():
+        # Its "eventlet is deprecated" notice; DESIGN.md says why this mode exists.
+        warnings.simplefilter("ignore")
+        import eventlet
+
+    eventlet.monkey_patch()
+
+import sys  # noqa: E402
+
+
+def main() -> int:
+    """Build the app and serve it until interrupted; 1 when it cannot start."""
+    from app import create_app
+    from app.config import ConfigError
+    from app.extensions import socketio
+    from app.vision.emotions import ModelLoadError
+
+    try:
+        app = create_app()
+        port = int(os.environ.get("PORT") or 8000)
+    except (ModelLoadError, ConfigError) as exc:
+        print(f"MoodLens cannot start: {exc}", file=sys.stderr)
+        return 1
+    except ValueError:
+        print(f"MoodLens cannot start: PORT must be an integer, got {os.environ['PORT']!r}", file=sys.stderr)
+        return 1
+    host = os.environ.get("HOST") or "127.0.0.1"
+    # The Werkzeug server only serves the threading mode outside production;
+    # it is still refused when MOODLENS_ENV=production (use gunicorn there).
+    socketio.run(app, host=host, port=port, allow_unsafe_werkzeug=app.config["ENV"] != "production")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

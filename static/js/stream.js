@@ -1,7 +1,7 @@
 // Camera -> Socket.IO -> overlay: the live stream shared by the live page and
 // the classroom's student page. One frame in flight at a time: the next frame
 // is captured when the answer to the previous one arrives (or after a timeout).
-import { io } from "/vendor/socket.io.esm.min.js";
+import { io } from "./socket.js";
 
 export const EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
 export const COLOURS = {
@@ -12,6 +12,8 @@ export const COLOURS = {
 const CAPTURE_WIDTH = 640;
 const JPEG_QUALITY = 0.7;
 const ANSWER_TIMEOUT_MS = 1500;
+const BARS_WIDTH = 80;   // score bars beside each box, CSS pixels
+const BAR_STEP = 14;
 
 export function cameraErrorMessage(err) {
   switch (err && err.name) {
@@ -40,6 +42,7 @@ export class LiveStream {
     this.capture = document.createElement("canvas");
     this.ctx = els.overlay.getContext("2d");
     this.running = false;
+    this.statusKind = null;
     this.seq = 0;
     this.inFlight = null;       // {seq, sentAt}
     this.tracks = new Map();    // id -> {box (drawn), target, label, scores, seenAt}
@@ -84,6 +87,8 @@ export class LiveStream {
     this.frameSize = { w: Math.round(video.videoWidth * scale), h: Math.round(video.videoHeight * scale) };
     this.capture.width = this.frameSize.w;
     this.capture.height = this.frameSize.h;
+    // The stage takes the camera's shape, so a 16:9 camera is not squeezed into 4:3.
+    video.parentElement.style.aspectRatio = `${video.videoWidth} / ${video.videoHeight}`;
     if (this.els.placeholder) this.els.placeholder.hidden = true;
     this.running = true;
     this.connect();
@@ -101,9 +106,10 @@ export class LiveStream {
     this.els.video.srcObject = null;
     this.inFlight = null;
     this.tracks.clear();
+    this._renderList();
+    this.ctx.setTransform(1, 0, 0, 1, 0, 0);
     this.ctx.clearRect(0, 0, this.els.overlay.width, this.els.overlay.height);
     if (this.els.placeholder) this.els.placeholder.hidden = false;
-    if (this.els.list) this.els.list.replaceChildren();
     this._status(message, "info");
   }
 
@@ -112,7 +118,10 @@ export class LiveStream {
     this.socket = null;
   }
 
-  _status(text, kind) { if (this.opts.onStatus) this.opts.onStatus(text, kind); }
+  _status(text, kind) {
+    this.statusKind = kind;
+    if (this.opts.onStatus) this.opts.onStatus(text, kind);
+  }
 
   _sendNext() {
     if (!this.running || !this.socket || !this.socket.connected || this.inFlight) return;
@@ -134,6 +143,7 @@ export class LiveStream {
   }
 
   _onAnswer(msg, error) {
+    if (!this.running) return;  // an answer that arrives after stop() must not bring the faces back
     const now = performance.now();
     const seq = (msg || error).seq;
     if (this.inFlight && this.inFlight.seq === seq) {
@@ -144,6 +154,7 @@ export class LiveStream {
     if (error) {
       this._status(`Frame not analysed: ${error.error}`, "warn");
     } else {
+      if (this.statusKind !== "ok") this._status("Streaming", "ok");  // clear an earlier warning
       this.answers.push(now);
       while (this.answers.length && now - this.answers[0] > 2000) this.answers.shift();
       if (msg.timings_ms) { this.serverMs.push(msg.timings_ms.total); if (this.serverMs.length > 30) this.serverMs.shift(); }
@@ -197,9 +208,13 @@ export class LiveStream {
   _draw() {
     if (!this.running) return;
     const { overlay, video } = this.els;
+    // Draw in CSS pixels on a backing store of device pixels: sharp text on any screen.
+    const dpr = window.devicePixelRatio || 1;
     const w = video.clientWidth, h = video.clientHeight;
-    if (overlay.width !== w || overlay.height !== h) { overlay.width = w; overlay.height = h; }
+    const pw = Math.round(w * dpr), ph = Math.round(h * dpr);
+    if (overlay.width !== pw || overlay.height !== ph) { overlay.width = pw; overlay.height = ph; }
     const ctx = this.ctx;
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, w, h);
     const sx = w / this.frameSize.w, sy = h / this.frameSize.h;
     for (const t of this.tracks.values()) {
@@ -216,26 +231,36 @@ export class LiveStream {
       const label = `${t.label} ${pct}%`;
       ctx.font = "600 16px system-ui, sans-serif";
       const tw = ctx.measureText(label).width + 10;
+      const lx = Math.max(0, Math.min(x, w - tw));  // the tag stays inside the stage
       ctx.fillStyle = colour;
-      ctx.fillRect(x, Math.max(0, y - 24), tw, 22);
+      ctx.fillRect(lx, Math.max(0, y - 24), tw, 22);
       ctx.fillStyle = "#111";
-      ctx.fillText(label, x + 5, Math.max(16, y - 7));
-      this._drawBars(ctx, t.scores, x + bwS + 6 + 80 > w ? x - 86 : x + bwS + 6, y);
+      ctx.fillText(label, lx + 5, Math.max(16, y - 7));
+      // Score bars beside the box: on its right, or its left near the edge; kept inside the stage.
+      const barsX = x + bwS + 6 + BARS_WIDTH > w ? Math.max(0, x - BARS_WIDTH - 6) : x + bwS + 6;
+      this._drawBars(ctx, t.scores, barsX, Math.max(0, Math.min(y, h - EMOTIONS.length * BAR_STEP)));
     }
     requestAnimationFrame(this._draw);
   }
 
   _drawBars(ctx, scores, x, y) {
+    ctx.save();
     ctx.font = "11px system-ui, sans-serif";
     EMOTIONS.forEach((e, i) => {
       const v = scores[e] || 0;
-      const yy = y + i * 14;
+      const yy = y + i * BAR_STEP;
       ctx.fillStyle = "rgba(0,0,0,0.55)";
-      ctx.fillRect(x, yy, 80, 12);
+      ctx.fillRect(x, yy, BARS_WIDTH, BAR_STEP - 2);
       ctx.fillStyle = COLOURS[e];
-      ctx.fillRect(x, yy, 80 * v, 12);
+      ctx.fillRect(x, yy, BARS_WIDTH * v, BAR_STEP - 2);
+      // A dark outline keeps the white name legible on a bright (e.g. yellow) bar.
+      ctx.lineWidth = 3;
+      ctx.strokeStyle = "rgba(0,0,0,0.75)";
+      ctx.lineJoin = "round";
+      ctx.strokeText(e, x + 3, yy + 10);
       ctx.fillStyle = "#fff";
       ctx.fillText(e, x + 3, yy + 10);
     });
+    ctx.restore();
   }
 }

@@ -1,7 +1,10 @@
 """MoodLens: real-time facial emotion recognition in the browser."""
 from __future__ import annotations
 
-from flask import Flask
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported inside create_app: ``python -m app`` must monkey-patch first
+    from flask import Flask
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -10,7 +13,9 @@ def create_app(config: dict | None = None) -> Flask:
     Loads and warms up the emotion model (once per process); raises
     ``ModelLoadError`` or ``ConfigError`` with a clear message when it cannot.
     """
-    from app import errors, logging_setup, main, security, vendor
+    from flask import Flask
+
+    from app import classroom, errors, logging_setup, main, security, vendor
     from app.config import Config, finalize
     from app.extensions import load_model, socketio
     from app.live import bp as live_bp
@@ -20,7 +25,7 @@ def create_app(config: dict | None = None) -> Flask:
     settings.update(config or {})
     settings = finalize(settings)
 
-    app = Flask(__name__, instance_relative_config=True,
+    app = Flask(__name__, instance_relative_config=True, instance_path=settings.get("INSTANCE_PATH"),
                 template_folder="../templates", static_folder="../static")
     app.config.update(settings)
     app.json.sort_keys = False  # keep emotions in label order
@@ -36,11 +41,12 @@ def create_app(config: dict | None = None) -> Flask:
         max_http_buffer_size=app.config["MAX_FRAME_BYTES"] + 4096,
     )
     errors.init_app(app)
-    security.init_app(app)
+    security.init_app(app)  # headers; behind TRUSTED_PROXIES proxies, the client's address and scheme
     app.register_blueprint(main.bp)
     app.register_blueprint(vendor.bp)
     app.register_blueprint(live_bp)
     app.register_blueprint(upload_bp)
+    classroom.init_app(app)
     if vendor.missing():
         app.logger.warning("front-end libraries missing (%s): run 'npm ci'", ", ".join(vendor.missing()))
     app.logger.info("MoodLens ready: model %s, async mode %s", app.config["MODEL_PATH"], app.config["ASYNC_MODE"])

@@ -11,12 +11,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_SECRET_NOTE = "development-only secret, generated at start-up"
+MIN_SECRET_KEY_LENGTH = 32  # production: e.g. `openssl rand -hex 32` (64 characters)
 
 
 def _bool(value: str | None, default: bool) -> bool:
     if value is None or value == "":
         return default
     return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
 def _int(name: str, default: int) -> int:
@@ -51,7 +62,29 @@ class Config:
     CORS_ALLOWED_ORIGINS: str | list[str] | None = None
     SOCKETIO_MESSAGE_QUEUE: str | None = None
     DATABASE_URL: str | None = None
+    INSTANCE_PATH: str | None = None
     LOG_LEVEL = "INFO"
+    # Classroom: storage, accounts and the live class aggregate.
+    DB_AUTO_UPGRADE = True
+    CLASSROOM_RETENTION_DAYS = 30
+    CLASSROOM_WINDOW_SECONDS = 10.0
+    CLASSROOM_PUSH_SECONDS = 1.5
+    CLASSROOM_FLUSH_SECONDS = 1.0
+    CLASSROOM_TIMELINE_STEP = 5
+    CLASSROOM_STALE_SECONDS = 8.0
+    CLASSROOM_NEGATIVE_SHARE = 0.5
+    CLASSROOM_NEGATIVE_SECONDS = 30.0
+    CLASSROOM_TICKER = True
+    LOGIN_RATE_LIMIT = "10 per minute; 50 per hour"
+    JOIN_RATE_LIMIT = "30 per minute"
+    RATELIMIT_ENABLED = True
+    RATELIMIT_STORAGE_URI = "memory://"
+    # Security. None: Secure cookies in production (MOODLENS_ENV=production), not in development.
+    SESSION_COOKIE_SECURE: bool | None = None
+    ANALYZE_RATE_LIMIT = "30 per minute; 300 per hour"
+    RATELIMIT_SWALLOW_ERRORS = True  # rate-limit storage (Redis) away: log it and let requests through
+    STREAM_MAX_FPS = 15.0  # analyses per second per live client at most (0: no cap); newest frame wins
+    TRUSTED_PROXIES = 0
     TESTING = False
 
     @classmethod
@@ -74,7 +107,27 @@ class Config:
             "CORS_ALLOWED_ORIGINS": env.get("CORS_ALLOWED_ORIGINS") or None,
             "SOCKETIO_MESSAGE_QUEUE": env.get("SOCKETIO_MESSAGE_QUEUE") or None,
             "DATABASE_URL": env.get("DATABASE_URL") or None,
+            "INSTANCE_PATH": env.get("INSTANCE_PATH") or None,
             "LOG_LEVEL": env.get("LOG_LEVEL", cls.LOG_LEVEL),
+            "DB_AUTO_UPGRADE": _bool(env.get("DB_AUTO_UPGRADE"), cls.DB_AUTO_UPGRADE),
+            "CLASSROOM_RETENTION_DAYS": _int("CLASSROOM_RETENTION_DAYS", cls.CLASSROOM_RETENTION_DAYS),
+            "CLASSROOM_WINDOW_SECONDS": _float("CLASSROOM_WINDOW_SECONDS", cls.CLASSROOM_WINDOW_SECONDS),
+            "CLASSROOM_PUSH_SECONDS": _float("CLASSROOM_PUSH_SECONDS", cls.CLASSROOM_PUSH_SECONDS),
+            "CLASSROOM_FLUSH_SECONDS": _float("CLASSROOM_FLUSH_SECONDS", cls.CLASSROOM_FLUSH_SECONDS),
+            "CLASSROOM_TIMELINE_STEP": _int("CLASSROOM_TIMELINE_STEP", cls.CLASSROOM_TIMELINE_STEP),
+            "CLASSROOM_STALE_SECONDS": _float("CLASSROOM_STALE_SECONDS", cls.CLASSROOM_STALE_SECONDS),
+            "CLASSROOM_NEGATIVE_SHARE": _float("CLASSROOM_NEGATIVE_SHARE", cls.CLASSROOM_NEGATIVE_SHARE),
+            "CLASSROOM_NEGATIVE_SECONDS": _float("CLASSROOM_NEGATIVE_SECONDS", cls.CLASSROOM_NEGATIVE_SECONDS),
+            "CLASSROOM_TICKER": _bool(env.get("CLASSROOM_TICKER"), cls.CLASSROOM_TICKER),
+            "LOGIN_RATE_LIMIT": env.get("LOGIN_RATE_LIMIT") or cls.LOGIN_RATE_LIMIT,
+            "JOIN_RATE_LIMIT": env.get("JOIN_RATE_LIMIT") or cls.JOIN_RATE_LIMIT,
+            "RATELIMIT_ENABLED": _bool(env.get("RATELIMIT_ENABLED"), cls.RATELIMIT_ENABLED),
+            "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI") or cls.RATELIMIT_STORAGE_URI,
+            "SESSION_COOKIE_SECURE": _bool(env.get("SESSION_COOKIE_SECURE"), cls.SESSION_COOKIE_SECURE),
+            "ANALYZE_RATE_LIMIT": env.get("ANALYZE_RATE_LIMIT") or cls.ANALYZE_RATE_LIMIT,
+            "STREAM_MAX_FPS": _float("STREAM_MAX_FPS", cls.STREAM_MAX_FPS),
+            "RATELIMIT_SWALLOW_ERRORS": _bool(env.get("RATELIMIT_SWALLOW_ERRORS"), cls.RATELIMIT_SWALLOW_ERRORS),
+            "TRUSTED_PROXIES": _int("TRUSTED_PROXIES", cls.TRUSTED_PROXIES),
         }
         return cfg
 
@@ -83,17 +136,57 @@ def finalize(cfg: dict) -> dict:
     """Validate a settings dict and fill in derived values; raises ConfigError."""
     if cfg["ASYNC_MODE"] not in {"threading", "eventlet"}:
         raise ConfigError(f"ASYNC_MODE must be 'threading' or 'eventlet', got {cfg['ASYNC_MODE']!r}")
+    production = cfg["ENV"] == "production"
     if not cfg.get("SECRET_KEY"):
-        if cfg["ENV"] == "production":
-            raise ConfigError("SECRET_KEY must be set in production (MOODLENS_ENV=production)")
+        if production:
+            raise ConfigError("SECRET_KEY must be set in production (MOODLENS_ENV=production); "
+                              "generate one with: openssl rand -hex 32")
         cfg["SECRET_KEY"] = secrets.token_hex(32)
         cfg["SECRET_KEY_NOTE"] = DEV_SECRET_NOTE
+    elif production and len(str(cfg["SECRET_KEY"])) < MIN_SECRET_KEY_LENGTH:
+        raise ConfigError(f"SECRET_KEY is too short for production: use at least {MIN_SECRET_KEY_LENGTH} "
+                          "random characters (openssl rand -hex 32)")
+    if float(cfg.get("STREAM_MAX_FPS", Config.STREAM_MAX_FPS)) < 0:
+        raise ConfigError("STREAM_MAX_FPS must be 0 (no cap) or a positive number of frames per second")
+    if int(cfg.get("TRUSTED_PROXIES", 0)) < 0:
+        raise ConfigError("TRUSTED_PROXIES must be 0 (clients connect directly) or the number of proxies in front")
     origins = cfg.get("CORS_ALLOWED_ORIGINS")
     if isinstance(origins, str):
         cfg["CORS_ALLOWED_ORIGINS"] = [o.strip() for o in origins.split(",") if o.strip()]
     for key in ("MAX_UPLOAD_BYTES", "MAX_IMAGE_PIXELS", "MAX_FRAME_BYTES", "MAX_FRAME_PIXELS", "MAX_FACES"):
         if int(cfg[key]) <= 0:
             raise ConfigError(f"{key} must be positive")
+    for key in ("CLASSROOM_WINDOW_SECONDS", "CLASSROOM_PUSH_SECONDS", "CLASSROOM_FLUSH_SECONDS",
+                "CLASSROOM_TIMELINE_STEP", "CLASSROOM_STALE_SECONDS", "CLASSROOM_NEGATIVE_SECONDS"):
+        if float(cfg.get(key, getattr(Config, key))) <= 0:
+            raise ConfigError(f"{key} must be positive")
+    if int(cfg.get("CLASSROOM_RETENTION_DAYS", Config.CLASSROOM_RETENTION_DAYS)) < 0:
+        raise ConfigError("CLASSROOM_RETENTION_DAYS must be 0 (keep forever) or a number of days")
+    if cfg.get("INSTANCE_PATH") and not os.path.isabs(cfg["INSTANCE_PATH"]):
+        raise ConfigError(f"INSTANCE_PATH must be an absolute path, got {cfg['INSTANCE_PATH']!r}")
+    cfg["SQLALCHEMY_DATABASE_URI"] = database_uri(cfg.get("DATABASE_URL"))
+    cfg.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    # Cookies: never readable by scripts, not sent on cross-site requests, HTTPS-only in production.
+    if cfg.get("SESSION_COOKIE_SECURE") is None:
+        cfg["SESSION_COOKIE_SECURE"] = production
+    cfg.setdefault("SESSION_COOKIE_HTTPONLY", True)
+    cfg.setdefault("REMEMBER_COOKIE_SECURE", cfg["SESSION_COOKIE_SECURE"])
+    cfg.setdefault("REMEMBER_COOKIE_HTTPONLY", True)
+    cfg.setdefault("REMEMBER_COOKIE_SAMESITE", cfg["SESSION_COOKIE_SAMESITE"])
     # Flask refuses bigger request bodies with 413 before a view runs.
     cfg["MAX_CONTENT_LENGTH"] = int(cfg["MAX_UPLOAD_BYTES"]) + 64 * 1024
     return cfg
+
+
+def database_uri(url: str | None) -> str | None:
+    """SQLAlchemy URI for ``DATABASE_URL`` (None: the SQLite file in the instance folder).
+
+    ``postgres://`` and ``postgresql://`` select the installed psycopg (v3) driver;
+    SQLAlchemy would otherwise look for psycopg2.
+    """
+    if not url:
+        return None
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url

@@ -10,6 +10,9 @@ import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Fixtures of the classroom tests (an app on a fresh database, teachers, students, PostgreSQL).
+pytest_plugins = ["tests.classroom_fixtures"]
+
 
 def shared_dir() -> Path:
     """The shared data folder beside the repository (or MOODLENS_SHARED)."""
@@ -44,7 +47,8 @@ def fer_dir() -> Path:
 def make_app(**overrides):
     from app import create_app
 
-    config = {"TESTING": True, "SECRET_KEY": "test-secret", "MODEL_PATH": str(MODEL)}
+    # An in-memory database unless a test asks for one: no file in the repository's instance folder.
+    config = {"TESTING": True, "SECRET_KEY": "test-secret", "MODEL_PATH": str(MODEL), "DATABASE_URL": "sqlite://"}
     config.update(overrides)
     return create_app(config)
 

@@ -1,0 +1,56 @@
+"""Classroom: teacher accounts, classes, students joining with a code, a live class-mood dashboard."""
+from __future__ import annotations
+
+import os
+
+import click
+from flask import Blueprint
+
+from app.config import ROOT
+
+bp = Blueprint("classroom", __name__)
+MIGRATIONS = ROOT / "migrations"
+SQLITE_NAME = "moodlens.sqlite3"
+
+from app.classroom import auth, events, routes  # noqa: E402,F401  (register views and handlers)
+
+
+def init_app(app) -> None:
+    """Bind storage (migrated to the latest schema at start-up), accounts, rate limits and the live hooks."""
+    from flask_migrate import upgrade
+
+    from app.classroom.service import ClassroomService
+    from app.classroom.storage import install_pragmas, purge_expired
+    from app.extensions import db, limiter, login_manager, migrate
+
+    if not app.config.get("SQLALCHEMY_DATABASE_URI"):
+        # No DATABASE_URL: a SQLite file in the instance folder, created here, no setup.
+        os.makedirs(app.instance_path, exist_ok=True)
+        app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, SQLITE_NAME)
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS))
+    login_manager.init_app(app)
+    login_manager.login_view = "classroom.login"
+    limiter.init_app(app)
+
+    with app.app_context():
+        install_pragmas(db.engine)
+        if app.config["DB_AUTO_UPGRADE"]:  # off: the operator runs 'flask db upgrade' (several processes)
+            upgrade(directory=str(MIGRATIONS))
+            purge_expired(int(app.config["CLASSROOM_RETENTION_DAYS"]))
+
+    app.extensions["classroom"] = ClassroomService(app)
+    events.install_hooks()
+    app.register_blueprint(bp)
+
+    @app.cli.group("classroom")
+    def classroom_cli():
+        """Classroom data maintenance."""
+
+    @classroom_cli.command("purge")
+    def purge_cmd():
+        """Apply the retention setting (CLASSROOM_RETENTION_DAYS) now."""
+        counts = purge_expired(int(app.config["CLASSROOM_RETENTION_DAYS"]))
+        click.echo(f"deleted {counts['sessions']} sessions and {counts['samples']} samples")

@@ -1,0 +1,107 @@
+"""Teacher accounts: register, log in (rate-limited), log out."""
+from __future__ import annotations
+
+from flask import abort, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask_login import current_user, login_user, logout_user
+from sqlalchemy import func, select
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from app.classroom import bp
+from app.classroom.forms import ActionForm, LoginForm, RegisterForm
+from app.classroom.models import Teacher
+from app.extensions import db, limiter, login_manager
+
+_DUMMY_HASH: str | None = None
+TOO_MANY = "Too many attempts from here. Wait a minute, then try again."
+
+
+def _login_limit() -> str:
+    return current_app.config["LOGIN_RATE_LIMIT"]
+
+
+def _email_key() -> str:
+    """Rate-limit key per account, so spreading guesses over many addresses is not free either."""
+    return "email:" + (request.form.get("email") or "").strip().lower()
+
+
+def safe_next(target: str | None) -> str | None:
+    """``target`` when it is a path on this site, else None (no open redirects)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return None
+    return target
+
+
+@login_manager.user_loader
+def load_teacher(user_id: str) -> Teacher | None:
+    """The logged-in teacher for Flask-Login (None when the account is gone)."""
+    try:
+        return db.session.get(Teacher, int(user_id))
+    except (TypeError, ValueError):
+        return None
+
+
+@login_manager.unauthorized_handler
+def unauthorized():
+    """Not logged in: 401 for the API and downloads, the log-in page for pages."""
+    if request.path.startswith("/api/") or request.path.endswith(".csv"):
+        if request.path.startswith("/api/"):
+            return jsonify(error="log in as the class's teacher"), 401
+        abort(401, description="Log in as the class's teacher to download this.")
+    flash("Log in to see your classes.", "info")
+    return redirect(url_for("classroom.login", next=request.full_path if request.query_string else request.path))
+
+
+@bp.route("/register", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"], error_message=TOO_MANY)
+def register():
+    """Create a teacher account and log it in."""
+    form = RegisterForm()
+    if form.validate_on_submit():
+        email = form.email.data.lower()
+        if db.session.scalar(select(Teacher).where(func.lower(Teacher.email) == email)):
+            form.email.errors.append("An account with this email exists already: log in instead.")
+        else:
+            teacher = Teacher(email=email, name=form.name.data)
+            teacher.set_password(form.password.data)
+            db.session.add(teacher)
+            db.session.commit()
+            login_user(teacher)
+            flash(f"Welcome, {teacher.name}. Create your first class below.", "ok")
+            return redirect(url_for("classroom.classes"))
+    return render_template("classroom/register.html", form=form), 400 if form.errors else 200
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"], error_message=TOO_MANY)
+@limiter.limit(_login_limit, methods=["POST"], key_func=_email_key, error_message=TOO_MANY)
+def login():
+    """Log a teacher in; wrong email or password get the same answer."""
+    global _DUMMY_HASH
+    form = LoginForm()
+    if form.validate_on_submit():
+        email = form.email.data.lower()
+        teacher = db.session.scalar(select(Teacher).where(func.lower(Teacher.email) == email))
+        if teacher is not None and teacher.check_password(form.password.data):
+            login_user(teacher)
+            return redirect(safe_next(request.args.get("next")) or url_for("classroom.classes"))
+        if teacher is None:  # spend the same time as a real check: no account probing by timing
+            _DUMMY_HASH = _DUMMY_HASH or generate_password_hash("not a password")
+            check_password_hash(_DUMMY_HASH, form.password.data)
+        form.password.errors.append("Wrong email or password.")
+        return render_template("classroom/login.html", form=form), 401
+    return render_template("classroom/login.html", form=form), 400 if form.errors else 200
+
+
+@bp.post("/logout")
+def logout():
+    """Log out (a POST with a CSRF token, so no other site can log you out)."""
+    if ActionForm().validate_on_submit():
+        logout_user()
+        flash("You are logged out.", "info")
+    return redirect(url_for("classroom.home"))
+
+
+@bp.app_context_processor
+def inject_action_form():
+    """Templates get ``action_form()`` for buttons that POST (a CSRF token each)."""
+    return {"action_form": ActionForm, "teacher": current_user if current_user.is_authenticated else None}

@@ -1,0 +1,288 @@
+"""Classroom pages: the teacher's classes, dashboard, history and export; the student's join."""
+from __future__ import annotations
+
+from flask import (Response, abort, current_app, flash, jsonify, make_response, redirect, render_template, request,
+                   session, url_for)
+from flask_login import current_user, login_required
+from sqlalchemy import select
+
+from app.classroom import bp
+from app.classroom.forms import ActionForm, ClassForm, CodeForm, DeleteForm, JoinForm, SettingsForm
+from app.classroom.models import Classroom, ClassSession, Student, new_code, normalise_code, utcnow
+from app.classroom.qr import qr_data_uri
+from app.classroom.reports import summary
+from app.classroom.storage import class_csv, delete_classroom, session_overview, session_records, student_csv
+from app.extensions import db, limiter, login_manager
+
+STUDENT_KEY = "classroom_student"  # Flask-session key: the Student row this browser joined as
+
+
+# -- access -----------------------------------------------------------------------------------
+
+def own_class(code: str) -> Classroom:
+    """The logged-in teacher's class ``code``: 401 when not logged in, 404 unknown, 403 someone else's."""
+    if not current_user.is_authenticated:
+        abort(make_response(login_manager.unauthorized()))
+    classroom = db.session.scalar(select(Classroom).where(Classroom.code == normalise_code(code)))
+    if classroom is None:
+        abort(404, description=f"There is no class with the code {normalise_code(code)}.")
+    if classroom.teacher_id != current_user.id:
+        abort(403, description="Only the class's teacher can see this.")
+    return classroom
+
+
+def class_session(classroom: Classroom, session_id: int | None) -> ClassSession | None:
+    """Session ``session_id`` of the class (404 if it is another class's), or the latest one."""
+    if session_id is None:
+        return classroom.latest_session()
+    # Ids outside the column's range cannot exist (and some databases raise on them).
+    sess = db.session.get(ClassSession, session_id) if 0 < session_id < 2**31 else None
+    if sess is None or sess.classroom_id != classroom.id:
+        abort(404, description="This class has no such session.")
+    return sess
+
+
+def joinable(code: str) -> tuple[Classroom, ClassSession]:
+    """The class and its running session for a join code: 404 unknown, 410 when no session runs."""
+    norm = normalise_code(code)
+    classroom = db.session.scalar(select(Classroom).where(Classroom.code == norm)) if norm else None
+    if classroom is None:
+        abort(404, description=f"No class has the code “{norm or code}”. Check the code with your teacher.")
+    running = classroom.running_session()
+    if running is None:
+        abort(410, description=f"The class “{classroom.name}” is not running a session right now. "
+                               "Ask your teacher to start one, then try again.")
+    return classroom, running
+
+
+def current_student() -> tuple[Student | None, str | None]:
+    """The student this browser joined as, if their session still runs; else (None, why)."""
+    student_id = session.get(STUDENT_KEY)
+    student = db.session.get(Student, student_id) if isinstance(student_id, int) else None
+    if student is None:
+        return None, "Join the class first: open the join link or enter the class code."
+    if not student.session.running:
+        return None, "This class session has ended."
+    return student, None
+
+
+def join_url(classroom: Classroom) -> str:
+    """The absolute join link for a class."""
+    return url_for("classroom.join", code=classroom.code, _external=True)
+
+
+# -- landing and teacher pages --------------------------------------------------------------------
+
+@bp.get("/classroom")
+def home():
+    """Where students enter a code and teachers find their classes."""
+    return render_template("classroom/home.html", form=CodeForm())
+
+
+@bp.get("/classes")
+@login_required
+def classes():
+    """The teacher's classes and a form for a new one."""
+    return render_template("classroom/classes.html", form=ClassForm(), classes=current_user.classes)
+
+
+@bp.post("/classes")
+@login_required
+def create_class():
+    """Create a class, start its first session, and open its dashboard."""
+    form = ClassForm()
+    if not form.validate_on_submit():
+        return render_template("classroom/classes.html", form=form, classes=current_user.classes), 400
+    code = new_code()
+    while db.session.scalar(select(Classroom.id).where(Classroom.code == code)) is not None:
+        code = new_code()
+    classroom = Classroom(teacher_id=current_user.id, name=form.name.data, code=code,
+                          aggregate_only=bool(form.aggregate_only.data))
+    db.session.add(classroom)
+    db.session.flush()
+    db.session.add(ClassSession(classroom_id=classroom.id, aggregate_only=classroom.aggregate_only))
+    db.session.commit()
+    flash(f"Class “{classroom.name}” created. Students join with the code {code}.", "ok")
+    return redirect(url_for("classroom.dashboard", code=code))
+
+
+@bp.get("/classes/<code>")
+def dashboard(code: str):
+    """The live dashboard of a class (or its last session, when none runs)."""
+    classroom = own_class(code)
+    running = classroom.running_session()
+    link = join_url(classroom)
+    return render_template("classroom/dashboard.html", classroom=classroom, running=running, join_link=link,
+                           qr=qr_data_uri(link), action=ActionForm(),
+                           settings_form=SettingsForm(aggregate_only=classroom.aggregate_only),
+                           delete_form=DeleteForm())
+
+
+@bp.get("/classes/<code>/present")
+def present(code: str):
+    """The join code, link and QR code, large, for the projector."""
+    classroom = own_class(code)
+    link = join_url(classroom)
+    return render_template("classroom/present.html", classroom=classroom, join_link=link, qr=qr_data_uri(link),
+                           running=classroom.running_session())
+
+
+@bp.post("/classes/<code>/start")
+def start_session(code: str):
+    """Start a new session (students can join again)."""
+    classroom = own_class(code)
+    if ActionForm().validate_on_submit() and classroom.running_session() is None:
+        db.session.add(ClassSession(classroom_id=classroom.id, aggregate_only=classroom.aggregate_only))
+        db.session.commit()
+        flash("New session started.", "ok")
+    return redirect(url_for("classroom.dashboard", code=classroom.code))
+
+
+@bp.post("/classes/<code>/end")
+def end_session(code: str):
+    """End the running session: students stop sharing, the dashboard stops updating."""
+    classroom = own_class(code)
+    running = classroom.running_session()
+    if ActionForm().validate_on_submit() and running is not None:
+        running.ended_at = utcnow()
+        db.session.commit()
+        current_app.extensions["classroom"].end(running.id, classroom.code)
+        flash("Session ended. Its figures are kept in the history.", "ok")
+    return redirect(url_for("classroom.dashboard", code=classroom.code))
+
+
+@bp.post("/classes/<code>/settings")
+def settings(code: str):
+    """Change the aggregate-only setting (switching it on applies to the running session at once)."""
+    classroom = own_class(code)
+    form = SettingsForm()
+    if form.validate_on_submit():
+        classroom.aggregate_only = bool(form.aggregate_only.data)
+        running = classroom.running_session()
+        if running is not None and classroom.aggregate_only:
+            running.aggregate_only = True
+            current_app.extensions["classroom"].set_aggregate_only(running.id)
+        db.session.commit()
+        flash("Aggregate-only mode is on." if classroom.aggregate_only else
+              "Aggregate-only mode is off from the next session on.", "ok")
+    return redirect(url_for("classroom.dashboard", code=classroom.code))
+
+
+@bp.post("/classes/<code>/delete")
+def delete_class(code: str):
+    """Delete the class and all its data, after an explicit confirmation."""
+    classroom = own_class(code)
+    form = DeleteForm()
+    if not form.validate_on_submit():
+        flash("Tick the confirmation box to delete the class.", "error")
+        return redirect(url_for("classroom.dashboard", code=classroom.code))
+    service = current_app.extensions["classroom"]
+    running = classroom.running_session()
+    name = classroom.name
+    if running is not None:  # stop the live side first, so nothing is queued for deleted rows
+        service.end(running.id, classroom.code, reason="deleted", store=False)
+    service.forget(s.id for s in classroom.sessions)
+    delete_classroom(classroom)
+    flash(f"Class “{name}” and all its data were deleted.", "ok")
+    return redirect(url_for("classroom.classes"))
+
+
+@bp.get("/classes/<code>/history")
+def history(code: str):
+    """The class's sessions, newest first."""
+    classroom = own_class(code)
+    return render_template("classroom/history.html", classroom=classroom, sessions=session_overview(classroom))
+
+
+@bp.get("/classes/<code>/sessions/<int:session_id>")
+def session_report(code: str, session_id: int):
+    """One session's figures and charts."""
+    classroom = own_class(code)
+    sess = class_session(classroom, session_id)
+    return render_template("classroom/session.html", classroom=classroom, sess=sess)
+
+
+@bp.get("/classes/<code>/export.csv")
+def export_csv(code: str):
+    """The session's per-second time series as CSV (``?session=<id>``; ``?by=student`` per student).
+
+    Per-student rows are refused (403) for aggregate-only classes and sessions.
+    """
+    classroom = own_class(code)
+    sess = class_session(classroom, request.args.get("session", type=int))
+    by_student = request.args.get("by") == "student"
+    if by_student and (sess is None or not sess.shows_students()):
+        abort(403, description="This class is aggregate-only: per-student data is not available.")
+    if sess is not None and sess.running:
+        current_app.extensions["classroom"].flush()  # include the seconds just finished
+    records = session_records(sess.id) if sess is not None else []
+    if by_student:
+        names = {s.id: s.display_name for s in sess.students}
+        body = student_csv(records, names)
+    else:
+        body = class_csv(records)
+    suffix = f"session-{sess.id}" if sess is not None else "no-session"
+    filename = f"moodlens-{classroom.code}-{suffix}{'-students' if by_student else ''}.csv"
+    return Response(body, mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"})
+
+
+@bp.get("/api/v1/classes/<code>/mood")
+def api_mood(code: str):
+    """``{"students", "distribution", "engagement", "timeline", ...}`` for the class's teacher (401/403 others)."""
+    classroom = own_class(code)
+    sess = class_session(classroom, request.args.get("session", type=int))
+    resp = jsonify(summary(classroom, sess, full=True))
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+# -- students ---------------------------------------------------------------------------------
+
+def _join_limit() -> str:
+    return current_app.config["JOIN_RATE_LIMIT"]
+
+
+@bp.route("/join", methods=["GET", "POST"])
+@limiter.limit(_join_limit, methods=["POST"])
+def join_code():
+    """A student types the class code."""
+    form = CodeForm()
+    if form.validate_on_submit():
+        return redirect(url_for("classroom.join", code=normalise_code(form.code.data)))
+    return render_template("classroom/home.html", form=form), 400 if form.errors else 200
+
+
+@bp.route("/join/<code>", methods=["GET", "POST"])
+@limiter.limit(_join_limit, methods=["POST"])
+def join(code: str):
+    """Display name, the notice of what is analysed and kept, consent; then the student page."""
+    classroom, running = joinable(code)
+    if normalise_code(code) != code:
+        return redirect(url_for("classroom.join", code=classroom.code))
+    form = JoinForm()
+    if form.validate_on_submit():
+        student = Student(session_id=running.id, display_name=form.display_name.data, consent_at=utcnow())
+        db.session.add(student)
+        db.session.commit()
+        session[STUDENT_KEY] = student.id
+        return redirect(url_for("classroom.student", code=classroom.code, start=1))
+    return render_template("classroom/join.html", classroom=classroom, form=form), 400 if form.errors else 200
+
+
+@bp.get("/join/<code>/live")
+def student(code: str):
+    """The student's own live view while sharing with the class."""
+    classroom, running = joinable(code)
+    me, _ = current_student()
+    if me is None or me.session_id != running.id:
+        return redirect(url_for("classroom.join", code=classroom.code))
+    return render_template("classroom/student.html", classroom=classroom, me=me, action=ActionForm())
+
+
+@bp.post("/join/<code>/leave")
+def leave(code: str):
+    """Forget which student this browser was (the camera is stopped by the page)."""
+    if ActionForm().validate_on_submit():
+        session.pop(STUDENT_KEY, None)
+    return redirect(url_for("classroom.home"))

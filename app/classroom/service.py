@@ -1,0 +1,234 @@
+"""The running classes of this process: who streams into which class, pushes and flushes.
+
+One :class:`ClassroomService` per app (``app.extensions["classroom"]``). The
+live stream's frame listener calls :meth:`ClassroomService.on_frame` for every
+analysed frame; that costs a dict look-up and an in-memory update. A single
+background ticker rolls the aggregates, pushes a summary to each class's
+teacher room every ``CLASSROOM_PUSH_SECONDS`` and flushes the finished seconds
+to the database every ``CLASSROOM_FLUSH_SECONDS``; it exits when no class has
+been running for a while and is started again on demand.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timezone
+
+from app.classroom.aggregate import ClassAggregate, Settings, timeline
+from app.classroom.storage import BatchWriter, purge_expired, session_records
+from app.concurrency import run_cpu
+from app.extensions import socketio
+
+log = logging.getLogger("moodlens.classroom")
+
+NAMESPACE = "/classroom"       # the teachers' dashboards
+STUDENT_NAMESPACE = "/"        # students stream through the live page's namespace
+IDLE_EXIT_SECONDS = 30.0
+PURGE_EVERY_SECONDS = 3600.0
+
+
+def room(code: str) -> str:
+    """The Socket.IO room of a class's teacher dashboards."""
+    return f"class:{code}"
+
+
+def epoch(dt: datetime | None) -> float | None:
+    """A stored naive-UTC datetime as Unix time."""
+    return None if dt is None else dt.replace(tzinfo=timezone.utc).timestamp()
+
+
+class ClassroomService:
+    """Live aggregates by session id and the student streams feeding them."""
+
+    def __init__(self, app):
+        cfg = app.config
+        self.app = app
+        self.settings = Settings(
+            window=float(cfg["CLASSROOM_WINDOW_SECONDS"]), timeline_step=int(cfg["CLASSROOM_TIMELINE_STEP"]),
+            stale_after=float(cfg["CLASSROOM_STALE_SECONDS"]), negative_share=float(cfg["CLASSROOM_NEGATIVE_SHARE"]),
+            negative_for=float(cfg["CLASSROOM_NEGATIVE_SECONDS"]))
+        self.push_every = float(cfg["CLASSROOM_PUSH_SECONDS"])
+        self.flush_every = float(cfg["CLASSROOM_FLUSH_SECONDS"])
+        self.retention_days = int(cfg["CLASSROOM_RETENTION_DAYS"])
+        self.ticker_enabled = bool(cfg["CLASSROOM_TICKER"])
+        self.async_mode = cfg["ASYNC_MODE"]
+        self.writer = BatchWriter(app)
+        self._lock = threading.RLock()
+        self._classes: dict[int, ClassAggregate] = {}
+        self._sids: dict[str, tuple[ClassAggregate, int]] = {}
+        self._ticker_alive = False
+        self._stop = threading.Event()
+        self._last_push = self._last_flush = self._last_purge = 0.0
+        self._idle_since: float | None = None
+        self.pushes = 0
+
+    # -- aggregates -----------------------------------------------------------------------
+    def aggregate(self, session) -> ClassAggregate:
+        """The live aggregate of a running ``ClassSession`` (created on first use, its timeline from storage)."""
+        with self._lock:
+            agg = self._classes.get(session.id)
+            if agg is not None:
+                return agg
+            classroom = session.classroom
+            history = timeline(session_records(session.id), self.settings.timeline_step)
+            agg = ClassAggregate(session.id, classroom.code, classroom.name,
+                                 bool(session.aggregate_only or classroom.aggregate_only), self.settings,
+                                 started=epoch(session.started_at), history=history)
+            self._classes[session.id] = agg
+        self._ensure_ticker()
+        return agg
+
+    def find(self, session_id: int) -> ClassAggregate | None:
+        """The live aggregate of a session, if this process has one."""
+        with self._lock:
+            return self._classes.get(session_id)
+
+    def set_aggregate_only(self, session_id: int) -> None:
+        """Switch a running session to aggregate-only (there is no way back for that session)."""
+        agg = self.find(session_id)
+        if agg is not None:
+            agg.aggregate_only = True
+
+    # -- students -------------------------------------------------------------------------
+    def register(self, sid: str, student, session) -> ClassAggregate:
+        """Route the frames of stream ``sid`` into ``student``'s running session."""
+        agg = self.aggregate(session)
+        with self._lock:
+            old = self._sids.pop(sid, None)
+            if old is not None:
+                old[0].leave(old[1], sid)
+            self._sids[sid] = (agg, student.id)
+        agg.join(student.id, student.display_name, sid)
+        return agg
+
+    def unregister(self, sid: str, dropped: bool = False) -> bool:
+        """Stop routing ``sid``; ``dropped``: the connection was lost (the teacher gets an alert)."""
+        with self._lock:
+            entry = self._sids.pop(sid, None)
+        if entry is None:
+            return False
+        entry[0].leave(entry[1], sid, dropped=dropped)
+        return True
+
+    def student_of(self, sid: str) -> tuple[int, int] | None:
+        """(session id, student id) that stream ``sid`` feeds, or None."""
+        entry = self._sids.get(sid)
+        return None if entry is None else (entry[0].session_id, entry[1])
+
+    def on_frame(self, sid: str, result: dict) -> None:
+        """Frame listener: count an analysed frame of a registered student (others are ignored)."""
+        entry = self._sids.get(sid)  # a plain dict read: no lock on the hot path
+        if entry is not None:
+            entry[0].add(entry[1], result.get("faces") or [])
+
+    # -- ending ---------------------------------------------------------------------------
+    def end(self, session_id: int, code: str, reason: str = "ended", store: bool = True) -> int:
+        """Stop a session's live aggregate: store everything (unless not ``store``), tell its room and students.
+
+        Returns how many student streams were told. Safe to call when this process
+        has no aggregate for the session.
+        """
+        with self._lock:
+            agg = self._classes.pop(session_id, None)
+            sids = [sid for sid, (a, _) in self._sids.items() if a.session_id == session_id]
+            for sid in sids:
+                del self._sids[sid]
+        if agg is not None and store:
+            self.writer.put(session_id, agg.close())
+            self.flush()
+        msg = {"session": session_id, "reason": reason}
+        socketio.emit("session_ended", msg, to=room(code), namespace=NAMESPACE)
+        for sid in sids:
+            socketio.emit("classroom_ended", msg, to=sid, namespace=STUDENT_NAMESPACE)
+        return len(sids)
+
+    def forget(self, session_ids) -> None:
+        """Drop live state and queued samples of deleted sessions (nothing is written)."""
+        ids = set(session_ids)
+        with self._lock:
+            for sid in [s for s, (a, _) in self._sids.items() if a.session_id in ids]:
+                del self._sids[sid]
+            for i in ids:
+                self._classes.pop(i, None)
+        self.writer.discard_sessions(ids)
+
+    # -- ticking --------------------------------------------------------------------------
+    def flush(self) -> int:
+        """Write queued samples now (in a native thread under eventlet); returns rows written."""
+        return run_cpu(self.async_mode, self.writer.flush)
+
+    def push(self, now: float | None = None) -> int:
+        """Send each running class's summary to its teacher room; returns how many were sent."""
+        with self._lock:
+            aggs = list(self._classes.values())
+        for agg in aggs:
+            socketio.emit("mood", agg.summary(now), to=room(agg.code), namespace=NAMESPACE)
+        self.pushes += len(aggs)
+        return len(aggs)
+
+    def tick(self, now: float | None = None, force: bool = False) -> None:
+        """One round of the ticker: roll, and push / flush / purge when each is due (or ``force``)."""
+        now = time.time() if now is None else now
+        with self._lock:
+            aggs = list(self._classes.values())
+        for agg in aggs:
+            agg.roll(now)
+            self.writer.put(agg.session_id, agg.drain())
+        if force or now - self._last_push >= self.push_every:
+            self._last_push = now
+            self.push(now)
+        if force or now - self._last_flush >= self.flush_every:
+            self._last_flush = now
+            self.flush()
+        if self.retention_days and now - self._last_purge >= PURGE_EVERY_SECONDS:
+            self._last_purge = now
+            self.purge()
+
+    def purge(self) -> dict:
+        """Apply the retention setting now."""
+        with self.app.app_context():
+            return purge_expired(self.retention_days)
+
+    def _ensure_ticker(self) -> None:
+        if not self.ticker_enabled:
+            return
+        with self._lock:
+            if self._ticker_alive:
+                return
+            self._ticker_alive = True
+            self._stop.clear()
+        socketio.start_background_task(self._run)
+
+    def _run(self) -> None:
+        log.debug("classroom ticker started")
+        while True:
+            socketio.sleep(0.25)
+            try:
+                self.tick()
+            except Exception:  # the ticker must outlive any one bad round
+                log.exception("classroom tick failed")
+            with self._lock:
+                # Deciding to exit and clearing the flag under one lock: a class that starts
+                # meanwhile either keeps this ticker alive or starts a fresh one.
+                if self._stop.is_set():
+                    self._ticker_alive = False
+                    break
+                if self._classes or self.writer.pending():
+                    self._idle_since = None
+                    continue
+                now = time.monotonic()
+                self._idle_since = self._idle_since or now
+                if now - self._idle_since > IDLE_EXIT_SECONDS:
+                    self._ticker_alive = False
+                    self._idle_since = None
+                    break
+        log.debug("classroom ticker stopped")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the ticker (flushing what is queued) and wait up to ``timeout`` s for it."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        while self._ticker_alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.flush()

@@ -1,0 +1,180 @@
+"""Access control on every classroom page, the API and the CSV: the class's teacher only."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from app.classroom.models import Classroom, ClassSession, Student
+from app.extensions import db
+from tests.classroom_fixtures import create_class, join
+
+READS = ["/classes/{code}", "/classes/{code}/present", "/classes/{code}/history", "/classes/{code}/sessions/{sid}",
+         "/classes/{code}/export.csv", "/classes/{code}/export.csv?by=student", "/api/v1/classes/{code}/mood"]
+WRITES = ["/classes/{code}/end", "/classes/{code}/start", "/classes/{code}/settings", "/classes/{code}/delete"]
+
+
+def session_id(app, code) -> int:
+    with app.app_context():
+        return db.session.scalar(select(ClassSession.id).join(Classroom).where(Classroom.code == code))
+
+
+def who(request, capp, teacher, name):
+    if name == "anonymous":
+        return capp.test_client()
+    if name == "student":
+        return request.getfixturevalue("student")
+    return request.getfixturevalue("other_teacher").client
+
+
+@pytest.mark.parametrize("path", READS)
+@pytest.mark.parametrize("visitor", ["anonymous", "student", "other teacher"])
+def test_reads_are_refused_to_everyone_but_the_teacher(request, capp, teacher, path, visitor):
+    url = path.format(code=teacher.code, sid=session_id(capp, teacher.code))
+    resp = who(request, capp, teacher, visitor).get(url)
+    if visitor == "other teacher":
+        assert resp.status_code == 403
+    elif url.startswith("/api/") or ".csv" in url:
+        assert resp.status_code == 401
+    else:  # a page: to the log-in form, and back afterwards
+        assert resp.status_code == 302 and "/login?next=" in resp.headers["Location"]
+    assert "Biology 7B" not in resp.get_data(as_text=True)  # nothing of the class leaks
+    if url.startswith("/api/"):
+        assert resp.is_json and "students" not in resp.json
+
+
+@pytest.mark.parametrize("path", READS)
+def test_the_teacher_can_read(capp, teacher, student, path):
+    url = path.format(code=teacher.code, sid=session_id(capp, teacher.code))
+    resp = teacher.client.get(url)
+    assert resp.status_code == 200
+    if url.endswith(".csv") or "export.csv?" in url:
+        assert resp.mimetype == "text/csv"
+
+
+@pytest.mark.parametrize("path", WRITES)
+@pytest.mark.parametrize("visitor", ["anonymous", "student", "other teacher"])
+def test_writes_are_refused_and_change_nothing(request, capp, teacher, path, visitor):
+    resp = who(request, capp, teacher, visitor).post(path.format(code=teacher.code),
+                                                    data={"confirm": "y", "aggregate_only": "y"})
+    assert resp.status_code in ((403,) if visitor == "other teacher" else (302, 401))
+    if resp.status_code == 302:
+        assert "/login" in resp.headers["Location"]
+    with capp.app_context():
+        classroom = db.session.scalar(select(Classroom).where(Classroom.code == teacher.code))
+        assert classroom is not None and not classroom.aggregate_only
+        assert classroom.running_session() is not None
+
+
+def test_unknown_class_is_404_for_a_teacher(teacher):
+    assert teacher.client.get("/classes/NOPE99").status_code == 404
+    resp = teacher.client.get("/api/v1/classes/NOPE99/mood")
+    assert resp.status_code == 404 and resp.is_json
+
+
+def test_another_classes_session_is_404(capp, teacher, other_teacher):
+    other = session_id(capp, other_teacher.code)
+    assert teacher.client.get(f"/classes/{teacher.code}/sessions/{other}").status_code == 404
+    assert teacher.client.get(f"/classes/{teacher.code}/export.csv?session={other}").status_code == 404
+    assert teacher.client.get(f"/api/v1/classes/{teacher.code}/mood?session={other}").status_code == 404
+
+
+@pytest.mark.parametrize("query, status", [("session=abc", 200), ("session=0", 404), ("session=-1", 404),
+                                           ("session=" + "9" * 30, 404), ("session=2147483648", 404)])
+def test_session_parameter_out_of_range_is_404_not_500(capp, teacher, query, status):
+    capp.config["PROPAGATE_EXCEPTIONS"] = False  # a crash must show as the 500 a client would get
+    assert teacher.client.get(f"/api/v1/classes/{teacher.code}/mood?{query}").status_code == status
+    assert teacher.client.get(f"/classes/{teacher.code}/export.csv?{query}").status_code == status
+
+
+def test_api_mood_contract(teacher, student):
+    body = teacher.client.get(f"/api/v1/classes/{teacher.code}/mood").json
+    assert set(body) >= {"students", "distribution", "engagement", "timeline"}
+    assert list(body["distribution"]) == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert isinstance(body["students"], int) and isinstance(body["timeline"], list)
+
+
+# -- joining ------------------------------------------------------------------------------------
+
+def test_join_unknown_code_gives_a_clear_error(capp):
+    resp = capp.test_client().get("/join/ZZZZ22")
+    assert resp.status_code == 404 and "No class has the code" in resp.get_data(as_text=True)
+    resp = capp.test_client().post("/join", data={"code": " zzzz-22 "})
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("/join/ZZZZ22")
+
+
+def test_join_ended_session_gives_a_clear_error(capp, teacher):
+    teacher.client.post(f"/classes/{teacher.code}/end")
+    client = capp.test_client()
+    resp = client.get(f"/join/{teacher.code}")
+    assert resp.status_code == 410 and "not running a session" in resp.get_data(as_text=True)
+    assert join(client, teacher.code).status_code == 410
+
+
+def test_join_needs_consent_and_a_name(capp, teacher):
+    client = capp.test_client()
+    page = client.get(f"/join/{teacher.code.lower()}")
+    assert page.status_code == 302  # normalised to the canonical code
+    page = client.get(f"/join/{teacher.code}").get_data(as_text=True)
+    assert "Never a picture" in page and "consent" in page
+    resp = client.post(f"/join/{teacher.code}", data={"display_name": "Sam"})
+    assert resp.status_code == 400 and "Tick the box" in resp.get_data(as_text=True)
+    resp = client.post(f"/join/{teacher.code}", data={"display_name": "   ", "consent": "y"})
+    assert resp.status_code == 400
+    with capp.app_context():
+        assert db.session.scalar(select(func.count(Student.id))) == 0
+    # Without having joined, the student page sends you to the join form: nothing starts before consent.
+    resp = client.get(f"/join/{teacher.code}/live")
+    assert resp.status_code == 302 and resp.headers["Location"].endswith(f"/join/{teacher.code}")
+
+
+def test_joined_student_gets_the_student_page(capp, teacher, student):
+    page = student.get(f"/join/{teacher.code}/live").get_data(as_text=True)
+    assert "Sharing with" in page or "Not sharing" in page
+    assert 'data-class="Biology 7B"' in page
+    with capp.app_context():
+        s = db.session.scalar(select(Student))
+        assert s.display_name == "Sam" and s.consent_at is not None
+
+
+def test_student_of_one_class_is_not_a_student_of_another(capp, teacher, other_teacher, student):
+    resp = student.get(f"/join/{other_teacher.code}/live")
+    assert resp.status_code == 302 and resp.headers["Location"].endswith(f"/join/{other_teacher.code}")
+
+
+# -- aggregate-only -------------------------------------------------------------------------------
+
+def test_aggregate_only_class_exports_and_reports_no_student(capp, teacher):
+    code = create_class(teacher.client, "Quiet class", aggregate_only=True)
+    join(capp.test_client(), code, "Secret Name")
+    body = teacher.client.get(f"/api/v1/classes/{code}/mood").json
+    assert "per_student" not in body and "Secret Name" not in repr(body)
+    assert teacher.client.get(f"/classes/{code}/export.csv?by=student").status_code == 403
+    assert "Secret Name" not in teacher.client.get(f"/classes/{code}/export.csv").get_data(as_text=True)
+    teacher.client.post(f"/classes/{code}/end")
+    sid = session_id(capp, code)
+    body = teacher.client.get(f"/api/v1/classes/{code}/mood?session={sid}").json
+    assert "per_student" not in body and "Secret Name" not in repr(body)
+    assert "Secret Name" not in teacher.client.get(f"/classes/{code}/sessions/{sid}").get_data(as_text=True)
+
+
+def test_aggregate_only_is_sticky_for_a_session(capp, teacher, student):
+    teacher.client.post(f"/classes/{teacher.code}/settings", data={"aggregate_only": "y"})
+    assert "per_student" not in teacher.client.get(f"/api/v1/classes/{teacher.code}/mood").json
+    teacher.client.post(f"/classes/{teacher.code}/settings", data={})  # switched off again ...
+    body = teacher.client.get(f"/api/v1/classes/{teacher.code}/mood").json
+    assert "per_student" not in body  # ... but not for the session that was aggregate-only
+    assert teacher.client.get(f"/classes/{teacher.code}/export.csv?by=student").status_code == 403
+
+
+def test_delete_class_removes_everything(capp, teacher, student):
+    resp = teacher.client.post(f"/classes/{teacher.code}/delete", data={})
+    assert resp.status_code == 302  # no confirmation: nothing deleted
+    with capp.app_context():
+        assert db.session.scalar(select(func.count(Classroom.id))) == 1
+    teacher.client.post(f"/classes/{teacher.code}/delete", data={"confirm": "y"})
+    with capp.app_context():
+        assert db.session.scalar(select(func.count(Classroom.id))) == 0
+        assert db.session.scalar(select(func.count(ClassSession.id))) == 0
+        assert db.session.scalar(select(func.count(Student.id))) == 0
+    assert teacher.client.get(f"/classes/{teacher.code}").status_code == 404
+    assert student.get(f"/join/{teacher.code}").status_code == 404

@@ -1,0 +1,121 @@
+"""Teacher accounts: registration, log-in, log-out, rate limit, CSRF."""
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from sqlalchemy import select
+
+from app.classroom.auth import safe_next
+from app.classroom.models import Teacher
+from app.extensions import db
+from tests.classroom_fixtures import PASSWORD, classroom_app, login, register
+
+
+def test_register_logs_in_and_stores_only_a_hash(capp):
+    client = capp.test_client()
+    resp = register(client, "Ann@Example.org", "Ann")
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("/classes")
+    assert client.get("/classes").status_code == 200
+    with capp.app_context():
+        teacher = db.session.scalar(select(Teacher))
+        assert teacher.email == "ann@example.org"
+        assert PASSWORD not in teacher.password_hash and teacher.password_hash.startswith(("scrypt:", "pbkdf2:"))
+        assert teacher.check_password(PASSWORD) and not teacher.check_password("wrong")
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"name": "A", "email": "a@example.org", "password": "short", "confirm": "short"}, "at least 8"),
+    ({"name": "A", "email": "a@example.org", "password": "long enough", "confirm": "different"}, "differ"),
+    ({"name": "A", "email": "not-an-email", "password": "long enough", "confirm": "long enough"}, "email address"),
+    ({"name": "", "email": "a@example.org", "password": "long enough", "confirm": "long enough"}, "required"),
+])
+def test_register_validation(capp, data, message):
+    resp = capp.test_client().post("/register", data=data)
+    assert resp.status_code == 400 and message in resp.get_data(as_text=True)
+
+
+def test_register_refuses_a_taken_email(capp):
+    register(capp.test_client(), "ann@example.org")
+    resp = register(capp.test_client(), "ANN@example.org")
+    assert resp.status_code == 400 and "exists already" in resp.get_data(as_text=True)
+
+
+def test_login_logout(capp):
+    register(capp.test_client(), "ann@example.org")
+    client = capp.test_client()
+    assert client.get("/classes").status_code == 302
+    resp = login(client, "ann@example.org")
+    assert resp.status_code == 302 and client.get("/classes").status_code == 200
+    page = client.get("/classes").get_data(as_text=True)
+    assert "Signed in as" in page and 'id="logout"' in page
+    assert client.get("/logout").status_code == 405  # a GET (a link, an <img>) cannot log anyone out
+    assert client.post("/logout").status_code == 302
+    assert client.get("/classes").status_code == 302
+
+
+def test_wrong_password_and_unknown_email_get_the_same_answer(capp):
+    register(capp.test_client(), "ann@example.org")
+    wrong = login(capp.test_client(), "ann@example.org", "wrong password")
+    unknown = login(capp.test_client(), "nobody@example.org")
+    assert wrong.status_code == unknown.status_code == 401
+    assert "Wrong email or password" in wrong.get_data(as_text=True)
+    assert "Wrong email or password" in unknown.get_data(as_text=True)
+
+
+def test_login_redirects_only_to_local_next(capp):
+    register(capp.test_client(), "ann@example.org")
+    client = capp.test_client()
+    resp = client.post("/login?next=/classes/ABC", data={"email": "ann@example.org", "password": PASSWORD})
+    assert resp.headers["Location"] == "/classes/ABC"
+    resp = capp.test_client().post("/login?next=//evil.example/x", data={"email": "ann@example.org",
+                                                                         "password": PASSWORD})
+    assert resp.headers["Location"] == "/classes"
+
+
+@pytest.mark.parametrize("target, ok", [("/classes", True), ("//evil.example", False), ("https://evil.example", False),
+                                        ("/\\evil.example", False), ("", False), (None, False)])
+def test_safe_next(target, ok):
+    assert (safe_next(target) is not None) == ok
+
+
+def test_login_is_rate_limited(tmp_path):
+    app = classroom_app(f"sqlite:///{tmp_path / 'db.sqlite3'}", LOGIN_RATE_LIMIT="3 per minute")
+    register(app.test_client(), "ann@example.org")
+    client = app.test_client()
+    codes = [login(client, "ann@example.org", "wrong").status_code for _ in range(4)]
+    assert codes == [401, 401, 401, 429]
+    # Still limited with the right password: guessing cannot continue.
+    resp = login(client, "ann@example.org")
+    assert resp.status_code == 429 and "Too many attempts" in resp.get_data(as_text=True)
+    # The page itself (GET) is not limited.
+    assert client.get("/login").status_code == 200
+
+
+def test_csrf_rejects_forms_without_a_token(tmp_path):
+    app = classroom_app(f"sqlite:///{tmp_path / 'db.sqlite3'}", WTF_CSRF_ENABLED=True)
+    client = app.test_client()
+    data = {"name": "Ann", "email": "ann@example.org", "password": PASSWORD, "confirm": PASSWORD}
+    resp = client.post("/register", data=data)
+    assert resp.status_code == 400 and "CSRF" in resp.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.scalar(select(Teacher)) is None
+    page = client.get("/register").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    assert client.post("/register", data={**data, "csrf_token": token}).status_code == 302
+    # Logged in now: creating a class without a token is refused as well.
+    resp = client.post("/classes", data={"name": "Biology"})
+    assert resp.status_code == 400
+
+
+@pytest.mark.parametrize("page, fields", [
+    ("/login", {"email": "ann@example.org", "password": PASSWORD}),
+    ("/register", {"name": "Eve", "email": "eve@example.org", "password": PASSWORD, "confirm": PASSWORD}),
+])
+def test_text_fields_posted_as_files_are_a_400(capp, page, fields):
+    register(capp.test_client(), "ann@example.org")
+    capp.config["PROPAGATE_EXCEPTIONS"] = False
+    data = {name: (io.BytesIO(value.encode()), f"{name}.txt") for name, value in fields.items()}
+    resp = capp.test_client().post(page, data=data, content_type="multipart/form-data")
+    assert resp.status_code == 400

@@ -1,0 +1,201 @@
+"""Classroom Socket.IO events: students streaming real frames, teachers' dashboards, every refusal."""
+from __future__ import annotations
+
+import time
+
+import cv2
+import pytest
+
+from app.classroom.service import NAMESPACE
+from app.extensions import socketio
+from tests.classroom_fixtures import classroom_app, create_class, join, register
+from tests.imagegen import encode, fit_frame
+
+STUDENT_AUTH = {"classroom": "student"}
+
+
+@pytest.fixture(scope="module")
+def frame(faces_dir) -> bytes:
+    return encode(fit_frame(cv2.imread(str(faces_dir / "obama.jpg"))), ".jpg", quality=70)
+
+
+@pytest.fixture
+def sockets(capp):
+    """``open(flask_client, namespace="/", auth=None)`` -> a Socket.IO test client, all closed afterwards."""
+    opened = []
+
+    def open_(client, namespace=None, auth=None):
+        sc = socketio.test_client(capp, namespace=namespace, flask_test_client=client, auth=auth)
+        opened.append((sc, namespace))
+        return sc
+
+    yield open_
+    for sc, ns in opened:
+        if sc.is_connected(ns):
+            sc.disconnect(namespace=ns)
+
+
+def sid_of(sc, namespace="/"):
+    return socketio.server.manager.sid_from_eio_sid(sc.eio_sid, namespace)
+
+
+def events(sc, name, namespace=None):
+    return [e for e in sc.get_received(namespace) if e["name"] == name]
+
+
+def send_frames(sc, frame, n=3):
+    for seq in range(n):
+        sc.emit("frame", {"seq": seq, "image": frame})
+    got = events(sc, "faces")
+    assert len(got) == n and all(len(e["args"][0]["faces"]) == 1 for e in got)
+
+
+def dashboard(open_, teacher):
+    sc = open_(teacher.client, namespace=NAMESPACE)
+    assert sc.is_connected(NAMESPACE)
+    ack = sc.emit("dashboard_join", {"code": teacher.code}, namespace=NAMESPACE, callback=True)
+    assert ack["ok"], ack
+    return sc, ack["summary"]
+
+
+def test_student_frames_reach_the_teachers_dashboard(capp, teacher, student, sockets, frame):
+    service = capp.extensions["classroom"]
+    board, first = dashboard(sockets, teacher)
+    assert first["students"] == 0 and first["session"]["running"]
+    sc = sockets(student, auth=STUDENT_AUTH)
+    assert sc.is_connected()
+    assert service.student_of(sid_of(sc)) is not None
+    send_frames(sc, frame)
+    service.tick(force=True)
+    (mood,) = events(board, "mood", NAMESPACE)
+    summary = mood["args"][0]
+    assert summary["students"] == 1 and summary["faces"] == 1
+    assert sum(summary["distribution"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert summary["engagement"] > 0
+    (tile,) = summary["per_student"]
+    assert tile["name"] == "Sam" and tile["status"] == "active" and tile["label"] in summary["distribution"]
+    # The same figures through the API.
+    api = teacher.client.get(f"/api/v1/classes/{teacher.code}/mood").json
+    assert api["students"] == 1 and api["distribution"] == summary["distribution"]
+
+
+def test_live_page_streams_do_not_count(capp, teacher, student, sockets, frame):
+    service = capp.extensions["classroom"]
+    board, _ = dashboard(sockets, teacher)
+    plain = sockets(student)  # the student's own browser, but the live page (no classroom auth)
+    send_frames(plain, frame)
+    assert service.student_of(sid_of(plain)) is None
+    assert plain.emit("classroom_leave", callback=True) == {"ok": False}
+    service.tick(force=True)
+    summary = events(board, "mood", NAMESPACE)[0]["args"][0]
+    assert summary["students"] == 0 and summary["frames"] == 0
+
+
+def test_student_cannot_choose_another_class(capp, teacher, other_teacher, student, sockets, frame):
+    service = capp.extensions["classroom"]
+    mine, _ = dashboard(sockets, teacher)
+    theirs, _ = dashboard(sockets, other_teacher)
+    sc = sockets(student, auth={**STUDENT_AUTH, "code": other_teacher.code, "session": 2, "class": other_teacher.code})
+    send_frames(sc, frame)
+    service.tick(force=True)
+    assert events(mine, "mood", NAMESPACE)[0]["args"][0]["students"] == 1
+    assert events(theirs, "mood", NAMESPACE)[0]["args"][0]["students"] == 0
+
+
+@pytest.mark.parametrize("visitor", ["anonymous", "not joined"])
+def test_student_connection_refused_without_a_joined_running_session(capp, teacher, sockets, visitor):
+    client = capp.test_client()
+    sc = sockets(client, auth=STUDENT_AUTH)
+    assert not sc.is_connected()
+
+
+def test_student_connection_refused_after_the_session_ended(capp, teacher, student, sockets):
+    teacher.client.post(f"/classes/{teacher.code}/end")
+    sc = sockets(student, auth=STUDENT_AUTH)
+    assert not sc.is_connected()
+
+
+def test_dashboard_socket_refuses_anonymous_and_students(capp, teacher, student, sockets):
+    assert not sockets(capp.test_client(), namespace=NAMESPACE).is_connected(NAMESPACE)
+    assert not sockets(student, namespace=NAMESPACE).is_connected(NAMESPACE)
+
+
+def test_other_teacher_cannot_join_the_dashboard(capp, teacher, other_teacher, student, sockets, frame):
+    service = capp.extensions["classroom"]
+    spy = sockets(other_teacher.client, namespace=NAMESPACE)
+    for data in ({"code": teacher.code}, {"code": teacher.code.lower()}, {"code": "NOPE22"}, {}, "junk", None,
+                 {"code": 5}, {"code": [teacher.code]}):
+        ack = spy.emit("dashboard_join", data, namespace=NAMESPACE, callback=True)
+        assert "error" in ack and "summary" not in ack
+    assert spy.emit("dashboard_leave", {"code": ["x"]}, namespace=NAMESPACE, callback=True) == {"ok": True}
+    sc = sockets(student, auth=STUDENT_AUTH)
+    send_frames(sc, frame, 1)
+    service.tick(force=True)
+    assert events(spy, "mood", NAMESPACE) == []
+
+
+def test_leave_is_not_an_alert_but_a_lost_connection_is(capp, teacher, sockets, frame):
+    service = capp.extensions["classroom"]
+    board, _ = dashboard(sockets, teacher)
+    leaver, dropper = capp.test_client(), capp.test_client()
+    join(leaver, teacher.code, "Lea")
+    join(dropper, teacher.code, "Dan")
+    a, b = sockets(leaver, auth=STUDENT_AUTH), sockets(dropper, auth=STUDENT_AUTH)
+    send_frames(a, frame, 1)
+    send_frames(b, frame, 1)
+    assert a.emit("classroom_leave", callback=True) == {"ok": True}
+    a.disconnect()
+    b.disconnect()  # no classroom_leave first: the teacher is told
+    service.tick(force=True)
+    summary = events(board, "mood", NAMESPACE)[-1]["args"][0]
+    assert summary["students"] == 0
+    messages = [al["message"] for al in summary["alerts"]]
+    assert any("Dan" in m and "lost" in m for m in messages) and not any("Lea" in m for m in messages)
+    assert {t["name"]: t["status"] for t in summary["per_student"]} == {"Dan": "lost", "Lea": "left"}
+
+
+def test_ending_the_session_stops_everything(capp, teacher, student, sockets, frame):
+    service = capp.extensions["classroom"]
+    board, _ = dashboard(sockets, teacher)
+    sc = sockets(student, auth=STUDENT_AUTH)
+    send_frames(sc, frame, 2)
+    assert teacher.client.post(f"/classes/{teacher.code}/end").status_code == 302
+    assert events(board, "session_ended", NAMESPACE)
+    assert events(sc, "classroom_ended")
+    assert service.student_of(sid_of(sc)) is None
+    # Frames sent after the end count nowhere, and no more summaries are pushed.
+    sc.emit("frame", {"seq": 9, "image": frame})
+    service.tick(force=True)
+    assert events(board, "mood", NAMESPACE) == []
+    # What was sent before the end was stored.
+    csv_text = teacher.client.get(f"/classes/{teacher.code}/export.csv").get_data(as_text=True)
+    assert len(csv_text.strip().splitlines()) >= 2
+    body = teacher.client.get(f"/api/v1/classes/{teacher.code}/mood").json
+    assert body["session"]["running"] is False and sum(body["distribution"].values()) > 0.99
+
+
+def test_the_ticker_pushes_on_its_own(tmp_path, faces_dir, frame):
+    app = classroom_app(f"sqlite:///{tmp_path / 'db.sqlite3'}", CLASSROOM_TICKER=True, CLASSROOM_PUSH_SECONDS=0.3,
+                        CLASSROOM_FLUSH_SECONDS=0.3)
+    service = app.extensions["classroom"]
+    teacher_client, student_client = app.test_client(), app.test_client()
+    register(teacher_client, "ann@example.org")
+    code = create_class(teacher_client)
+    join(student_client, code)
+    board = socketio.test_client(app, namespace=NAMESPACE, flask_test_client=teacher_client)
+    sc = socketio.test_client(app, flask_test_client=student_client, auth=STUDENT_AUTH)
+    try:
+        assert board.emit("dashboard_join", {"code": code}, namespace=NAMESPACE, callback=True)["ok"]
+        deadline = time.monotonic() + 10
+        pushed = []
+        while time.monotonic() < deadline and not [p for p in pushed if p["args"][0]["faces"]]:
+            sc.emit("frame", {"seq": 1, "image": frame})
+            time.sleep(0.2)
+            pushed += events(board, "mood", NAMESPACE)
+        assert pushed and pushed[-1]["args"][0]["students"] == 1
+        time.sleep(1.5)  # a finished second has been flushed by the ticker, not by us
+        assert service.writer.stats["written"] >= 1
+    finally:
+        sc.disconnect()
+        board.disconnect(namespace=NAMESPACE)
+        service.stop()

@@ -15,7 +15,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MOODLENS_ENV=production \
     HOST=0.0.0.0 \
     PORT=8000 \
-    THREADS=8
+    THREADS=64
 WORKDIR /app
 
 # Dependencies first, so this layer stays cached while the code changes.
@@ -36,5 +36,6 @@ USER moodlens
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
   CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/healthz', timeout=4)" || exit 1
-# One worker per process (Flask-SocketIO); scale out with more containers behind nginx.
+# One worker per process (Flask-SocketIO); scale out with more containers behind nginx
+# (docker-compose.yml). Each open Socket.IO connection holds one of the THREADS.
 CMD ["sh", "-c", "exec gunicorn -k gthread -w 1 --threads ${THREADS} -b ${HOST}:${PORT} --access-logfile - --error-logfile - wsgi:app"]

@@ -4,9 +4,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
-THREADS ?= 8
+# Each open Socket.IO connection holds a gunicorn thread: THREADS >= clients per process.
+THREADS ?= 64
 
-.PHONY: run run-eventlet setup setup-dev system-test-deps test test-fast bench clean
+.PHONY: run run-eventlet setup setup-dev system-test-deps test test-fast audit bench load clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,9 +38,14 @@ run: setup
 run-eventlet: setup
 	ASYNC_MODE=eventlet HOST=$(HOST) PORT=$(PORT) $(PY) -m app
 
-## Every test: unit, API, Socket.IO, training tools, PostgreSQL, Redis, nginx, real browser.
+## Every test: unit, API, Socket.IO, training tools, PostgreSQL, Redis, nginx, real browser; then the audit.
 test: setup-dev
 	$(PY) -m pytest
+	$(PY) scripts/audit.py
+
+## Known vulnerabilities in the installed pinned packages (pip-audit; AUDIT_STRICT=1 fails when offline).
+audit: setup-dev
+	$(PY) scripts/audit.py
 
 ## Everything but the real-browser tests.
 test-fast: setup-dev
@@ -48,6 +54,10 @@ test-fast: setup-dev
 bench: setup-dev
 	$(PY) -m benchmarks.pipeline
 	$(PY) -m benchmarks.socket_roundtrip
+
+## Soak: 8 clients at 10 frames/s for 10 minutes; throughput, latency, drops, errors, server memory.
+load: setup-dev
+	$(PY) -m benchmarks.load --clients 8 --fps 10 --seconds 600 --warmup 60 --sample-every 15
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache

@@ -1,7 +1,10 @@
-"""WSGI entry point: ``gunicorn -k gthread -w 1 --threads 8 -b 0.0.0.0:8000 wsgi:app``.
+"""WSGI entry point: ``gunicorn -k gthread -w 1 --threads 64 -b 0.0.0.0:8000 wsgi:app``.
 
 One worker per process (Flask-SocketIO keeps its clients in the process), with
-threads for concurrency (``ASYNC_MODE=threading``, the default). The model is
+threads for concurrency (``ASYNC_MODE=threading``, the default). Every open
+Socket.IO connection holds one thread for its lifetime: ``--threads`` must
+exceed the number of clients a process serves at once, or the next ones (and
+every page) wait. The model is
 loaded when the worker imports this module, not in gunicorn's master: TensorFlow
 does not survive a fork once initialised, so do not use ``--preload``.
 

@@ -17,6 +17,8 @@ def init_app(app) -> None:
         message = exc.description or exc.name
         if exc.code == 413:
             message = f"request too large: the limit is {app.config['MAX_UPLOAD_BYTES']} bytes"
+        if exc.code == 429 and wants_json():
+            message = f"too many requests from this client (limit: {exc.description}): wait, then try again"
         if wants_json():
             return jsonify(error=message), exc.code
         return render_template("error.html", code=exc.code, title=exc.name, message=message), exc.code

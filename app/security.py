@@ -1,15 +1,29 @@
-"""Security headers: a strict Content-Security-Policy (all JS lives in static files)."""
+"""Security headers (a strict Content-Security-Policy: all JS lives in static files) and proxy trust."""
 from __future__ import annotations
+
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
     "media-src 'self' blob:; connect-src 'self' ws: wss:; object-src 'none'; base-uri 'self'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
+HSTS = "max-age=31536000"
 
 
 def init_app(app) -> None:
-    """Add the security headers to every response."""
+    """Add the security headers to every response; trust ``TRUSTED_PROXIES`` proxies' X-Forwarded-* headers.
+
+    Behind nginx (``TRUSTED_PROXIES=1``) the client's address (rate limits, logs)
+    and scheme (Secure cookies, external links) come from X-Forwarded-For and
+    X-Forwarded-Proto; with 0 those headers are ignored, so a client cannot
+    forge its address. Call after ``socketio.init_app``: the Socket.IO
+    middleware then sees the same corrected request.
+    """
+    proxies = int(app.config.get("TRUSTED_PROXIES") or 0)
+    if proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies)
+    hsts = app.config["ENV"] == "production" and app.config.get("SESSION_COOKIE_SECURE")
 
     @app.after_request
     def headers(response):
@@ -18,4 +32,7 @@ def init_app(app) -> None:
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("Permissions-Policy", "camera=(self), microphone=(), geolocation=()")
+        response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        if hsts:  # HTTPS-only deployments: browsers must not fall back to plain HTTP
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
         return response

@@ -17,7 +17,6 @@ FILES = {
     # Pages import the UMD build through static/js/socket.js: the ESM build of
     # socket.io-client 4.8.x cannot send binary events (socketio/socket.io#5215).
     "socket.io.min.js": "socket.io-client/dist/socket.io.min.js",
-    "socket.io.esm.min.js": "socket.io-client/dist/socket.io.esm.min.js",
     "chart.umd.min.js": "chart.js/dist/chart.umd.min.js",
 }
 

@@ -145,13 +145,13 @@ class ServerError(RuntimeError):
 class ServerProcess:
     """The real MoodLens server as a subprocess on a free loopback port.
 
-    ``mode="threading"``: ``gunicorn -k gthread -w 1 --threads 8 wsgi:app`` (production);
+    ``mode="threading"``: ``gunicorn -k gthread -w 1 --threads 64 wsgi:app`` (production);
     ``mode="eventlet"``: ``ASYNC_MODE=eventlet python -m app``. Use as a context
     manager, or call ``start()`` and ``stop()``. Output goes to ``log_path``.
     """
 
     def __init__(self, mode: str = "threading", *, workdir: str | os.PathLike, model_path: str | os.PathLike = MODEL,
-                 env: dict[str, str] | None = None, startup_timeout: float = 120.0):
+                 env: dict[str, str] | None = None, startup_timeout: float = 120.0, threads: int = 64):
         if mode not in SERVER_MODES:
             raise ValueError(f"mode must be one of {SERVER_MODES}, got {mode!r}")
         self.mode = mode
@@ -160,6 +160,7 @@ class ServerProcess:
         self.model_path = Path(model_path)
         self.extra_env = dict(env or {})
         self.startup_timeout = startup_timeout
+        self.threads = threads  # gunicorn threads, as the Makefile and the Dockerfile (THREADS)
         self.log_path = self.workdir / f"server-{mode}.log"
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
@@ -173,7 +174,7 @@ class ServerProcess:
 
     def command(self, port: int) -> list[str]:
         if self.mode == "threading":
-            return [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "1", "--threads", "8",
+            return [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "1", "--threads", str(self.threads),
                     "-b", f"127.0.0.1:{port}", "--graceful-timeout", "5", "--no-control-socket", "wsgi:app"]
         return [sys.executable, "-m", "app"]
 
@@ -209,10 +210,13 @@ class ServerProcess:
                            exit_code, output)
 
     def start(self) -> "ServerProcess":
-        """Start the server and wait until ``/healthz`` answers 200; raises ServerError."""
+        """Start the server and wait until ``/healthz`` answers 200; raises ServerError.
+
+        Started again after ``stop()``, it listens on the same port (a restart).
+        """
         if self.proc is not None:
             raise RuntimeError("server already started")
-        self.port = free_port()
+        self.port = self.port or free_port()
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             self.command(self.port), cwd=ROOT, env=self.environment(self.port), stdin=subprocess.DEVNULL,
@@ -287,18 +291,33 @@ def server_factory(tmp_path_factory, model_copy):
 
 # -- headless Chromium --------------------------------------------------------------------------
 
+_PLAYWRIGHT: dict = {"driver": None, "users": 0}
+
+
 @pytest.fixture(scope="session")
 def playwright_session():
-    """One Playwright driver for the session (skips, or fails in CI, without Chromium)."""
+    """One Playwright driver for the session (skips, or fails in CI, without Chromium).
+
+    Each test module that imports this fixture gets its own session-scoped
+    instance; they share one driver (a second sync driver in the same thread
+    fails with "Sync API inside the asyncio loop"), stopped when the last ends.
+    """
     if not CHROMIUM.is_file():
         unavailable(f"Chromium not found at {CHROMIUM} (install the 'chromium' package or set CHROMIUM)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         unavailable("the playwright package is not installed (pip install -r requirements-dev.txt)")
-    pw = sync_playwright().start()
-    yield pw
-    pw.stop()
+    if _PLAYWRIGHT["driver"] is None:
+        _PLAYWRIGHT["driver"] = sync_playwright().start()
+    _PLAYWRIGHT["users"] += 1
+    try:
+        yield _PLAYWRIGHT["driver"]
+    finally:
+        _PLAYWRIGHT["users"] -= 1
+        if _PLAYWRIGHT["users"] == 0:
+            driver, _PLAYWRIGHT["driver"] = _PLAYWRIGHT["driver"], None
+            driver.stop()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import cv2
 import numpy as np
@@ -17,8 +18,18 @@ def obama(faces_dir) -> bytes:
     return (faces_dir / "obama.jpg").read_bytes()
 
 
+def csrf_token(client, page="/upload") -> str:
+    """The CSRF token a form page hands this client."""
+    html = client.get(page).get_data(as_text=True)
+    return re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1)
+
+
 def post_file(client, data: bytes, mimetype="image/jpeg", url="/api/v1/analyze", field="image"):
-    return client.post(url, data={field: (io.BytesIO(data), "photo", mimetype)}, content_type="multipart/form-data")
+    """POST a file as multipart field ``field``; the upload page's form also gets its CSRF token."""
+    form = {field: (io.BytesIO(data), "photo", mimetype)}
+    if url == "/upload":
+        form["csrf_token"] = csrf_token(client)
+    return client.post(url, data=form, content_type="multipart/form-data")
 
 
 def test_analyze_multipart(client, obama):
@@ -140,7 +151,11 @@ def test_pages_and_health(client):
 
 
 def test_vendor_files_are_served_locally(client):
-    with client.get("/vendor/socket.io.esm.min.js") as r:
-        assert r.status_code == 200 and b"export" in r.data
+    with client.get("/vendor/socket.io.min.js") as r:
+        assert r.status_code == 200 and b"io" in r.data
+        assert r.mimetype in ("text/javascript", "application/javascript")
+    with client.get("/vendor/chart.umd.min.js") as r:
+        assert r.status_code == 200 and b"Chart" in r.data
+    assert client.get("/vendor/socket.io.esm.min.js").status_code == 404
     assert client.get("/vendor/../package.json").status_code == 404
     assert client.get("/vendor/other.js").status_code == 404

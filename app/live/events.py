@@ -2,7 +2,9 @@
 
 Client -> server ``frame``: ``{"seq": int, "image": <JPEG bytes>}``.
 Server -> client ``faces``: ``{"seq", "faces": [{"id", "box", "label", "scores"}],
-"timings_ms": {"decode", "detect", "classify", "total"}}``.
+"timings_ms": {"decode", "detect", "classify", "total"}, "superseded": int}``;
+``superseded`` counts this connection's frames so far that were replaced by a
+newer one before they were analysed (dropped, never answered).
 Server -> client ``frame_error``: ``{"seq", "error"}`` for a frame that could not
 be analysed; the connection stays usable.
 """
@@ -86,13 +88,18 @@ def on_disconnect(*_args):
 
 
 @socketio.on("frame")
-def on_frame(data):
-    """Analyse a frame; answers ``faces`` (or ``frame_error``) with the same seq."""
+def on_frame(data=None, *_extra):
+    """Analyse a frame; answers ``faces`` (or ``frame_error``) with the same seq.
+
+    The answers go straight to the client, never through the message queue
+    (``ignore_queue``): the client is connected to this very process, so the
+    live stream neither waits for Redis nor stops when Redis is away.
+    """
     sid = request.sid
     app = current_app._get_current_object()
     seq, image, error = validate_frame(data)
     if error:
-        socketio.emit("frame_error", {"seq": seq, "error": error}, to=sid)
+        socketio.emit("frame_error", {"seq": seq, "error": error}, to=sid, ignore_queue=True)
         return
     stream = streams.open(sid, _analyzer_factory(app))
     mode = app.config["ASYNC_MODE"]
@@ -102,18 +109,21 @@ def on_frame(data):
             result = run_cpu(mode, stream.analyzer.process, frame)
         except ImageError as exc:
             stream.errors += 1
-            socketio.emit("frame_error", {"seq": frame_seq, "error": str(exc)}, to=sid)
+            socketio.emit("frame_error", {"seq": frame_seq, "error": str(exc)}, to=sid, ignore_queue=True)
             return
         except Exception:  # a bug must not kill the stream; log it and tell the client
             stream.errors += 1
             log.exception("frame %s of %s failed", frame_seq, sid)
-            socketio.emit("frame_error", {"seq": frame_seq, "error": "internal error analysing the frame"}, to=sid)
+            socketio.emit("frame_error", {"seq": frame_seq, "error": "internal error analysing the frame"}, to=sid,
+                          ignore_queue=True)
             return
-        socketio.emit("faces", {"seq": frame_seq, "faces": result["faces"], "timings_ms": result["timings_ms"]}, to=sid)
+        socketio.emit("faces", {"seq": frame_seq, "faces": result["faces"], "timings_ms": result["timings_ms"],
+                                "superseded": stream.superseded}, to=sid, ignore_queue=True)
         for listener in frame_listeners:
             try:
                 listener(sid, stream, result)
             except Exception:
                 log.exception("frame listener %r failed", listener)
 
-    submit(stream, seq, image, work)
+    max_fps = float(app.config.get("STREAM_MAX_FPS") or 0)
+    submit(stream, seq, image, work, min_interval=1.0 / max_fps if max_fps > 0 else 0.0, sleep=socketio.sleep)

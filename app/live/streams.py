@@ -2,11 +2,14 @@
 
 A client that sends faster than its frames are analysed never builds a
 backlog: a waiting frame is replaced by a newer one (and counted as
-superseded), so each client costs at most one analysis at a time.
+superseded), so each client costs at most one analysis at a time. With a
+minimum interval (``STREAM_MAX_FPS``) a client also gets at most that many
+analyses per second, however fast it sends: a flood costs what a camera costs.
 """
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -22,6 +25,7 @@ class Stream:
     analysed: int = 0
     superseded: int = 0
     errors: int = 0
+    last_start: float = float("-inf")  # time.monotonic() when the last analysis began
     context: dict = field(default_factory=dict)
     mutex: threading.Lock = field(default_factory=threading.Lock)
 
@@ -53,11 +57,15 @@ class StreamRegistry:
             return len(self._streams)
 
 
-def submit(stream: Stream, seq: int, image: bytes, work: Callable[[int, bytes], Any]) -> bool:
+def submit(stream: Stream, seq: int, image: bytes, work: Callable[[int, bytes], Any], *,
+           min_interval: float = 0.0, sleep: Callable[[float], Any] = time.sleep) -> bool:
     """Run ``work(seq, image)`` for this frame and any newer ones that arrive meanwhile.
 
     Returns False when the stream was busy: the frame then waits, replacing
     (superseding) any older waiting frame, and the busy caller picks it up.
+    ``min_interval``: seconds between the starts of two analyses of this
+    stream; a frame that comes sooner waits (``sleep``, green under eventlet)
+    in the mailbox, where newer frames still replace it.
     """
     with stream.mutex:
         stream.received += 1
@@ -70,6 +78,14 @@ def submit(stream: Stream, seq: int, image: bytes, work: Callable[[int, bytes], 
     current: tuple[int, bytes] | None = (seq, image)
     try:
         while current is not None:
+            wait = stream.last_start + min_interval - time.monotonic()
+            if wait > 0:
+                with stream.mutex:  # the frame waits in the mailbox: a newer one may replace it
+                    stream.pending, current = current, None
+                sleep(wait)
+                with stream.mutex:
+                    current, stream.pending = stream.pending, None
+            stream.last_start = time.monotonic()
             work(*current)
             with stream.mutex:
                 stream.analysed += 1

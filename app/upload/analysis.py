@@ -9,6 +9,13 @@ from app.concurrency import run_cpu
 from app.vision.images import SUPPORTED_MIME, DecodedImage, ImageError, UnsupportedImage, decode_image
 from app.vision.pipeline import analyze_image
 
+ANALYZE_SCOPE = "analyze"  # the API and the upload page share one per-client budget
+
+
+def analyze_limit() -> str:
+    """The per-client rate limit of image analysis (``ANALYZE_RATE_LIMIT``)."""
+    return current_app.config["ANALYZE_RATE_LIMIT"]
+
 
 def image_from_request(field: str = "image") -> tuple[bytes, str | None]:
     """The uploaded bytes: multipart field ``field``, or a raw ``image/*`` body."""

@@ -5,14 +5,21 @@ import base64
 
 import cv2
 from flask import current_app, render_template
+from flask_wtf import FlaskForm
 
 from app.concurrency import run_cpu
+from app.extensions import limiter
 from app.upload import bp
-from app.upload.analysis import analyze_upload, image_from_request
+from app.upload.analysis import ANALYZE_SCOPE, analyze_limit, analyze_upload, image_from_request
 from app.vision.images import ImageError
 from app.vision.preprocess import EMOTIONS
 
 BOX_COLOUR = (80, 200, 120)  # BGR
+CSRF_FAILED = "The form expired or came from another site: reload the page and choose the photo again."
+
+
+class UploadForm(FlaskForm):
+    """The upload form: the file is read from the request itself; this carries the CSRF token."""
 
 
 def annotate(bgr, faces) -> str:
@@ -35,15 +42,20 @@ def annotate(bgr, faces) -> str:
 
 @bp.get("/upload")
 def upload_form():
-    return render_template("upload.html", emotions=EMOTIONS)
+    return render_template("upload.html", emotions=EMOTIONS, form=UploadForm())
 
 
 @bp.post("/upload")
+@limiter.shared_limit(analyze_limit, scope=ANALYZE_SCOPE)
 def upload_submit():
+    """Analyse the posted photo (CSRF-checked, rate-limited with the API) and show it annotated."""
+    form = UploadForm()
+    if not form.validate_on_submit():
+        return render_template("upload.html", emotions=EMOTIONS, form=form, error=CSRF_FAILED), 400
     try:
         data, _ = image_from_request()
         result, image = analyze_upload(data)
     except ImageError as exc:
-        return render_template("upload.html", emotions=EMOTIONS, error=str(exc)), exc.status
+        return render_template("upload.html", emotions=EMOTIONS, form=form, error=str(exc)), exc.status
     annotated = run_cpu(current_app.config["ASYNC_MODE"], annotate, image.bgr, result["faces"])
-    return render_template("upload.html", emotions=EMOTIONS, result=result, annotated=annotated)
+    return render_template("upload.html", emotions=EMOTIONS, form=form, result=result, annotated=annotated)

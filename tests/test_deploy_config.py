@@ -1,0 +1,71 @@
+"""The shipped deployment files agree with each other and with what the tests run.
+
+Docker cannot run here, so docker-compose.yml is checked by reading it: the
+services, the settings the app processes get (the same as tests/services.py
+gives the processes it runs), the nginx template's placeholders, the
+Dockerfile's user, health check and thread count.
+"""
+from __future__ import annotations
+
+import re
+import string
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+from tests.services import NGINX_TEMPLATE, app_env
+
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def test_compose_has_nginx_apps_redis_postgres_and_a_one_shot_migration():
+    services = COMPOSE["services"]
+    apps = sorted(name for name in services if re.fullmatch(r"app\d+", name))
+    assert len(apps) >= 2 and {"nginx", "redis", "postgres", "migrate"} <= set(services)
+    upstreams = services["nginx"]["environment"]["MOODLENS_UPSTREAM_SERVERS"]
+    assert re.findall(r"server (app\d+):8000;", upstreams) == apps  # every app process behind nginx, once
+    assert services["migrate"]["command"] == ["flask", "--app", "wsgi", "db", "upgrade"]
+    for app in apps:
+        deps = services[app]["depends_on"]
+        assert deps["migrate"]["condition"] == "service_completed_successfully"
+        assert deps["redis"]["condition"] == "service_healthy"
+    assert services["nginx"]["depends_on"] == {a: {"condition": "service_healthy"} for a in apps}
+
+
+def test_app_processes_get_the_settings_the_tests_run_them_with():
+    env = COMPOSE["services"]["app1"]["environment"]
+    assert env == COMPOSE["services"]["migrate"]["environment"]
+    tested = app_env("postgresql://u@h/db", "redis://h:6379/0")
+    # Same keys (the values differ: host names, secrets from the operator's environment).
+    assert set(tested) - {"LOG_LEVEL"} <= set(env), set(tested) - set(env)
+    assert env["DB_AUTO_UPGRADE"] == tested["DB_AUTO_UPGRADE"] == "0"
+    assert env["TRUSTED_PROXIES"] == tested["TRUSTED_PROXIES"] == "1"
+    assert env["DATABASE_URL"].startswith("postgresql://") and env["SOCKETIO_MESSAGE_QUEUE"].startswith("redis://")
+    assert env["RATELIMIT_STORAGE_URI"].startswith("redis://") and env["MOODLENS_ENV"] == "production"
+    assert env["SECRET_KEY"].startswith("${SECRET_KEY:?")  # no default secret: compose refuses to start
+
+
+def test_nginx_template_placeholders_are_exactly_what_compose_and_the_tests_fill():
+    text = NGINX_TEMPLATE.read_text()
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    placeholders = set(re.findall(r"\$\{(\w+)\}", body))
+    nginx_env = COMPOSE["services"]["nginx"]["environment"]
+    assert placeholders == {"NGINX_LISTEN", "MOODLENS_UPSTREAM_SERVERS", "NGINX_REAL_IP_FROM"} <= set(nginx_env)
+    rendered = string.Template(body).safe_substitute({k: str(v) for k, v in nginx_env.items()})
+    assert "${" not in rendered
+    assert "ip_hash;" in body
+    volume = COMPOSE["services"]["nginx"]["volumes"][0]
+    assert volume.startswith("./deploy/nginx/moodlens.conf.template:/etc/nginx/templates/")
+
+
+@pytest.mark.parametrize("needle", [
+    r"^USER moodlens$",                               # not root
+    r"HEALTHCHECK .*?/healthz",                       # model loaded, database and queue reachable
+    r"COPY models \./models",                         # the model baked in
+    r"--access-logfile - --error-logfile -",          # logs to stdout/stderr
+    r"THREADS=64",
+])
+def test_dockerfile(needle):
+    assert re.search(needle, DOCKERFILE, re.M | re.S), needle

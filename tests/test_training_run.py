@@ -123,3 +123,42 @@ def test_card_for_a_missing_model_is_still_written(data, tmp_path):
     assert (tmp_path / "ghost.json").is_file()
     assert card["accuracy"] is None and card["inference"] is None
     assert any("emotion model not found" in note for note in card["notes"])
+
+
+def test_init_from_starts_from_a_trained_model_with_its_temperature_undone(trained, tmp_path):
+    import keras
+
+    from app.training.architectures import make_model
+
+    source = trained / "models" / "tiny.keras"
+    temperature = json.loads(source.with_suffix(".json").read_text())["calibration"]["temperature"]
+    model = make_model("tiny")
+    record = train.init_from(model, source)
+
+    shipped = keras.models.load_model(source)
+    for mine, theirs in zip(model.get_weights()[:-2], shipped.get_weights()[:-2]):
+        np.testing.assert_array_equal(mine, theirs)
+    kernel, bias = model.get_layer("logits").get_weights()
+    np.testing.assert_allclose(kernel, shipped.get_layer("logits").get_weights()[0] * temperature, rtol=1e-6)
+    np.testing.assert_allclose(bias, shipped.get_layer("logits").get_weights()[1] * temperature, rtol=1e-6)
+    assert record["temperature_undone"] == temperature and len(record["sha256"]) == 64
+    assert record["parent"]["architecture"] == "tiny" and record["parent"]["training"]["epochs_trained"] == 1
+
+
+def test_fine_tuning_run_records_its_parent_in_the_card(trained, data, tmp_path):
+    source = trained / "models" / "tiny.keras"
+    assert train.main(argv(data, tmp_path, "--epochs", "1", "--init-from", str(source))) == 0
+    card = json.loads((tmp_path / "models" / "tiny.json").read_text())
+    assert card["training"]["init_from"]["model"] == str(source)
+    assert card["training"]["command"].endswith(f"--init-from {source}")
+
+
+def test_init_from_a_model_with_other_layers_is_a_clear_error(trained, data, tmp_path, capsys):
+    other = tmp_path / "other.keras"
+    from app.training.architectures import make_model
+
+    make_model("vgg").save(other)
+    assert train.main(argv(data, tmp_path, "--epochs", "1", "--init-from", str(other))) == 2
+    assert "does not match --arch's layers" in capsys.readouterr().err
+    assert train.main(argv(data, tmp_path, "--epochs", "1", "--init-from", str(tmp_path / "nope.keras"))) == 2
+    assert "nope.keras does not exist" in capsys.readouterr().err

@@ -40,6 +40,9 @@ def vgg(widths=(32, 64, 128, 256), convs=(2, 2, 2, 2), dense=256, dropout=(0.1, 
 ARCHITECTURES = {
     # ~1.8M parameters, ~120M multiply-adds per face: the shipped default.
     "vgg": lambda: vgg(),
+    # Same layers and weights as "vgg" with lighter dropout: for fine-tuning a
+    # trained "vgg" (``--init-from``) once the heavily regularised run underfits.
+    "vgg-light": lambda: vgg(dropout=(0.05, 0.1, 0.15, 0.2, 0.35), name="vgg_light"),
     # Deeper late stages for longer schedules.
     "vgg-deep": lambda: vgg(widths=(32, 64, 128, 256), convs=(2, 2, 3, 3), name="vgg_deep"),
     # A few thousand parameters: for tests and smoke runs.

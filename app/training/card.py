@@ -189,6 +189,7 @@ def write_card(model_path, state: dict, val_split: Split, timing_calls: int = TI
         "training": {
             "command": args.get("command"),
             "resumed_with": args.get("resumed_with", []),
+            "init_from": args.get("init_from"),
             "data": args.get("data"),
             "train_checksum": args.get("train_checksum"),
             "val_checksum": args.get("val_checksum"),

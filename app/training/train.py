@@ -51,6 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=0, help="use only the first N shuffled training images (smoke runs)")
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="mixed bfloat16 or plain float32 training")
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--init-from", metavar="MODEL",
+                   help="start from the weights of a trained .keras model with the same layers (fine-tuning); "
+                        "a calibration temperature recorded in its card is undone first")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress output")
     return p.parse_args(argv)
@@ -161,6 +164,40 @@ def calibrate(model: keras.Model, val: Split) -> float:
     return temperature
 
 
+def init_from(model: keras.Model, source: Path) -> dict:
+    """Copy the weights of the trained model ``source`` into ``model``; returns a record for the card."""
+    import hashlib
+
+    if not source.is_file():
+        raise DataError(f"--init-from: {source} does not exist")
+    trained = keras.models.load_model(source)
+    try:
+        model.set_weights(trained.get_weights())
+    except ValueError as exc:
+        raise DataError(f"--init-from: {source} does not match --arch's layers: {exc}") from None
+    temperature = 1.0
+    card_path = source.with_suffix(".json")
+    if card_path.is_file():
+        card = json.loads(card_path.read_text())
+        temperature = float(card.get("calibration", {}).get("temperature", 1.0))
+    if temperature != 1.0:
+        layer = model.get_layer("logits")
+        kernel, bias = layer.get_weights()
+        layer.set_weights([kernel * temperature, bias * temperature])
+    return {"model": str(source), "sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+            "temperature_undone": temperature,
+            "parent": _parent_summary(card_path)}
+
+
+def _parent_summary(card_path: Path) -> dict | None:
+    """How the model fine-tuned from was itself trained, from its card."""
+    if not card_path.is_file():
+        return None
+    card = json.loads(card_path.read_text())
+    return {"architecture": card.get("architecture"), "accuracy": card.get("accuracy"),
+            "training": card.get("training")}
+
+
 def record_command(argv) -> str:
     """The command line that ran this training, for the run record and the model card."""
     return " ".join(["python -m app.training.train"] + list(sys.argv[1:] if argv is None else argv))
@@ -209,6 +246,9 @@ def train(args, argv=None) -> dict:
         print(f"resuming after epoch {initial_epoch} (best val accuracy {best:.4f})", flush=True)
     else:
         model = build_compiled(args, steps)
+        if args.init_from:
+            record["init_from"] = init_from(model, Path(args.init_from))
+            print(f"initialised from {args.init_from}", flush=True)
         if paths["log"].exists():
             paths["log"].unlink()
     model.summary(print_fn=lambda s, **_: print(s), line_length=100) if args.verbose else None

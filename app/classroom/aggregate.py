@@ -198,6 +198,118 @@ class StudentState:
     dropped: bool = False
 
 
+def keep_seconds(settings: Settings) -> int:
+    """How many seconds before the current one a live aggregate keeps (window, tiles, open bucket)."""
+    step = settings.timeline_step
+    return int(math.ceil(max(settings.window, settings.tile_window, step))) + step
+
+
+def silent_for(st: StudentState, now: float) -> float:
+    """Seconds since the student's last frame (or since they connected, if later)."""
+    return now - max(st.last_frame or 0.0, st.connected_at)
+
+
+def tiles(students: Iterable[StudentState], tile_records: Iterable[Record], now: float,
+          settings: Settings) -> list[dict]:
+    """Per-student tiles: status, current label (mean over ``tile_records``), last face seen."""
+    means = student_means(tile_records)
+    out = []
+    for st in sorted(students, key=lambda x: (x.name.lower(), x.id)):
+        m = means.get(st.id)
+        label = EMOTIONS[max(range(len(EMOTIONS)), key=m.__getitem__)] if m else None
+        if not st.sids:
+            status = "lost" if st.dropped else "left"
+        elif silent_for(st, now) > settings.stale_after:
+            status = "stale"
+        elif m is None:
+            status = "no-face"
+        else:
+            status = "active"
+        out.append({
+            "id": st.id, "name": st.name, "status": status, "label": label,
+            "score": round(max(m), 4) if m else None,
+            "last_seen": iso(st.last_face), "seen_ago": None if st.last_face is None else round(now - st.last_face, 1),
+        })
+    return out
+
+
+def negative_clock(since: float | None, now: float, dist: Mapping[str, float] | None,
+                   settings: Settings) -> float | None:
+    """When the current run of a mostly negative class mood began (None: the mood is not negative now)."""
+    if dist is not None and negative_share(dist) >= settings.negative_share:
+        return now if since is None else since
+    return None
+
+
+def alerts(students: Iterable[StudentState], now: float, negative_since: float | None, settings: Settings,
+           aggregate_only: bool) -> list[dict]:
+    """Negative mood for ``negative_for`` seconds, cameras gone silent, connections lost (unnamed when
+    ``aggregate_only``)."""
+    s = settings
+    out: list[dict] = []
+    if negative_since is not None and now - negative_since >= s.negative_for:
+        out.append({"id": "negative", "kind": "negative", "level": "warn", "since": iso(negative_since),
+                    "message": f"Negative emotions (angry, disgust, fear, sad) have been above "
+                               f"{s.negative_share:.0%} of the class mood for {now - negative_since:.0f} s."})
+    students = list(students)
+    stale = [st for st in students if st.sids and silent_for(st, now) > s.stale_after]
+    lost = [st for st in students
+            if not st.sids and st.dropped and st.left_at is not None and now - st.left_at <= s.dropped_alert_for]
+    for kind, group, what in (("stale", stale, "camera stopped sending"), ("lost", lost, "connection was lost")):
+        if not group:
+            continue
+        if aggregate_only:  # never name a student in aggregate-only mode
+            n = len(group)
+            who = "1 student's" if n == 1 else f"{n} students'"
+            out.append({"id": kind, "kind": kind, "level": "warn", "count": n, "message": f"{who} {what}."})
+        else:
+            for st in group:
+                out.append({"id": f"{kind}:{st.id}", "kind": kind, "level": "warn", "student": st.id,
+                            "message": f"{st.name}'s {what}."})
+    return out
+
+
+def window(seconds: Mapping[int, Mapping[int, Record]], now: float, length: float) -> list[Record]:
+    """The records of the seconds that overlap the last ``length`` seconds before ``now``."""
+    since = now - length
+    return [r for second, per in seconds.items() if second + 1 > since for r in per.values()]
+
+
+def report(*, session_id: int, started: float, code: str, name: str, aggregate_only: bool, settings: Settings,
+           now: float, students: Mapping[int, StudentState], seconds: Mapping[int, Mapping[int, Record]],
+           points: list[dict], frames: int, negative_since: float | None) -> tuple[dict, float | None]:
+    """The dashboard's summary from a class's state; returns it with the updated negative-mood clock.
+
+    ``students``: every student known in the session; ``seconds``: second -> student -> record (at least
+    the last ``window`` seconds); ``points``: the timeline points to report. Shared by one process's
+    :class:`ClassAggregate` and the merged view of several processes (app/classroom/merge.py), so both
+    compute exactly the same figures from the same state.
+    """
+    s = settings
+    recent = window(seconds, now, s.window)
+    connected = [st.id for st in students.values() if st.sids]
+    dist = distribution(recent)
+    eng = engagement(recent, connected) if connected else None
+    negative_since = negative_clock(negative_since, now, dist, s)
+    out = {
+        "session": {"id": session_id, "started": iso(started), "running": True},
+        "class": {"code": code, "name": name, "aggregate_only": aggregate_only},
+        "t": iso(now),
+        "ts": round(now, 3),
+        "students": len(connected),
+        "faces": sum(1 for m in student_means(recent).values() if m is not None),
+        "distribution": _rounded(dist),
+        "engagement": _round(eng),
+        "negative": round(negative_share(dist), 4),
+        "timeline": points,
+        "alerts": alerts(students.values(), now, negative_since, s, aggregate_only),
+        "frames": frames,
+    }
+    if not aggregate_only:
+        out["per_student"] = tiles(students.values(), window(seconds, now, s.tile_window), now, s)
+    return out, negative_since
+
+
 class ClassAggregate:
     """The rolling mood of one running class session; thread-safe.
 
@@ -300,7 +412,7 @@ class ClassAggregate:
                 closing.setdefault(start, []).extend(per.values())
         for start in sorted(closing):
             self._timeline.append(point(start, closing[start]))
-        keep_from = current - int(math.ceil(max(self.settings.window, self.settings.tile_window, step))) - step
+        keep_from = current - keep_seconds(self.settings)
         for second in [s for s in self._seconds if s < keep_from]:
             del self._seconds[second]
 
@@ -321,9 +433,30 @@ class ClassAggregate:
             out, self._pending = self._pending, []
             return out
 
-    def _window(self, now: float, seconds: float) -> list[Record]:
-        since = now - seconds
-        return [r for second, per in self._seconds.items() if second + 1 > since for r in per.values()]
+    def snapshot(self, now: float | None = None) -> dict:
+        """This process's part of the session, JSON-ready, for the other processes to merge (merge.py).
+
+        Every student state and every record still kept (seconds from ``covered_from`` on, the current
+        one included). In aggregate-only mode the names are left out: they are never shown.
+        """
+        now = time.time() if now is None else now
+        with self._lock:
+            self._roll(now)
+            hide = self.aggregate_only
+            return {
+                "v": 1, "ts": now, "session": self.session_id, "code": self.code, "name": self.name,
+                "aggregate_only": hide, "started": self.started, "frames": self.frames,
+                "covered_from": int(now) - keep_seconds(self.settings),
+                "students": [[st.id, "" if hide else st.name, bool(st.sids), st.connected_at, st.last_frame,
+                              st.last_face, st.left_at, st.dropped] for st in self._students.values()],
+                "records": [[r.student, r.second, list(r.sums), r.face_frames, r.frames]
+                            for per in self._seconds.values() for r in per.values()],
+            }
+
+    def timeline_points(self) -> list[dict]:
+        """The closed timeline points (stored history plus the buckets closed here)."""
+        with self._lock:
+            return list(self._timeline)
 
     # -- reporting ------------------------------------------------------------------------
     def summary(self, now: float | None = None, full_timeline: bool = False, tail: int = 3) -> dict:
@@ -336,85 +469,14 @@ class ClassAggregate:
         now = time.time() if now is None else now
         with self._lock:
             self._roll(now)
-            s = self.settings
-            recent = self._window(now, s.window)
-            connected = [st.id for st in self._students.values() if st.sids]
-            dist = distribution(recent)
-            eng = engagement(recent, connected) if connected else None
-            step = s.timeline_step
+            step = self.settings.timeline_step
             open_start = int(now) - int(now) % step
             open_records = [r for sec, per in self._seconds.items() if sec >= open_start for r in per.values()]
             points = list(self._timeline) + ([point(open_start, open_records)] if open_records else [])
             if not full_timeline:
                 points = points[-tail:]
-            out = {
-                "session": {"id": self.session_id, "started": iso(self.started), "running": True},
-                "class": {"code": self.code, "name": self.name, "aggregate_only": self.aggregate_only},
-                "t": iso(now),
-                "ts": round(now, 3),
-                "students": len(connected),
-                "faces": sum(1 for m in student_means(recent).values() if m is not None),
-                "distribution": _rounded(dist),
-                "engagement": _round(eng),
-                "negative": round(negative_share(dist), 4),
-                "timeline": points,
-                "alerts": self._alerts(now, dist),
-                "frames": self.frames,
-            }
-            if not self.aggregate_only:
-                out["per_student"] = self._tiles(now)
+            out, self._negative_since = report(
+                session_id=self.session_id, started=self.started, code=self.code, name=self.name,
+                aggregate_only=self.aggregate_only, settings=self.settings, now=now, students=self._students,
+                seconds=self._seconds, points=points, frames=self.frames, negative_since=self._negative_since)
             return out
-
-    def _tiles(self, now: float) -> list[dict]:
-        means = student_means(self._window(now, self.settings.tile_window))
-        tiles = []
-        for st in sorted(self._students.values(), key=lambda x: (x.name.lower(), x.id)):
-            m = means.get(st.id)
-            label = EMOTIONS[max(range(len(EMOTIONS)), key=m.__getitem__)] if m else None
-            if not st.sids:
-                status = "lost" if st.dropped else "left"
-            elif self._silent_for(st, now) > self.settings.stale_after:
-                status = "stale"
-            elif m is None:
-                status = "no-face"
-            else:
-                status = "active"
-            tiles.append({
-                "id": st.id, "name": st.name, "status": status, "label": label,
-                "score": round(max(m), 4) if m else None,
-                "last_seen": iso(st.last_face), "seen_ago": None if st.last_face is None else round(now - st.last_face, 1),
-            })
-        return tiles
-
-    @staticmethod
-    def _silent_for(st: StudentState, now: float) -> float:
-        """Seconds since the student's last frame (or since they connected, if later)."""
-        return now - max(st.last_frame or 0.0, st.connected_at)
-
-    def _alerts(self, now: float, dist: Mapping[str, float] | None) -> list[dict]:
-        s = self.settings
-        alerts: list[dict] = []
-        if dist is not None and negative_share(dist) >= s.negative_share:
-            if self._negative_since is None:
-                self._negative_since = now
-        else:
-            self._negative_since = None
-        if self._negative_since is not None and now - self._negative_since >= s.negative_for:
-            alerts.append({"id": "negative", "kind": "negative", "level": "warn", "since": iso(self._negative_since),
-                           "message": f"Negative emotions (angry, disgust, fear, sad) have been above "
-                                      f"{s.negative_share:.0%} of the class mood for {now - self._negative_since:.0f} s."})
-        stale = [st for st in self._students.values() if st.sids and self._silent_for(st, now) > s.stale_after]
-        lost = [st for st in self._students.values()
-                if not st.sids and st.dropped and st.left_at is not None and now - st.left_at <= s.dropped_alert_for]
-        for kind, group, what in (("stale", stale, "camera stopped sending"), ("lost", lost, "connection was lost")):
-            if not group:
-                continue
-            if self.aggregate_only:  # never name a student in aggregate-only mode
-                n = len(group)
-                who = "1 student's" if n == 1 else f"{n} students'"
-                alerts.append({"id": kind, "kind": kind, "level": "warn", "count": n, "message": f"{who} {what}."})
-            else:
-                for st in group:
-                    alerts.append({"id": f"{kind}:{st.id}", "kind": kind, "level": "warn", "student": st.id,
-                                   "message": f"{st.name}'s {what}."})
-        return alerts

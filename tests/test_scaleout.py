@@ -140,10 +140,6 @@ def _kill(server) -> None:
     server.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "classroom: each process pushes its own partial aggregate to the teacher room; the dashboard's process "
-    "(no students) pushes 0-student summaries between the student's process's 1-student ones "
-    "(observed: [0, 0, 1, 0, 1, 0, 1, ...]). Needs per-process summaries merged (README, Deployment)."))
 def test_teacher_room_gets_no_contradicting_summaries_from_a_process_without_students(
         cluster_factory, postgres_server, redis_server, frames):  # noqa: F811
     """With the student on B, every summary the dashboard on A gets must count that student."""

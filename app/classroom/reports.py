@@ -34,7 +34,7 @@ def summary(classroom: Classroom, session: ClassSession | None = None, full: boo
         return {"session": None, "class": cls, "students": 0, "faces": 0, "distribution": zeros(), "engagement": None,
                 "negative": 0.0, "timeline": [], "alerts": []}
     if session.running:
-        out = current_app.extensions["classroom"].aggregate(session).summary(full_timeline=full)
+        out = current_app.extensions["classroom"].summary(session, full_timeline=full)
         out["class"] = cls
         if not session.shows_students():
             out.pop("per_student", None)

@@ -7,6 +7,17 @@ background ticker rolls the aggregates, pushes a summary to each class's
 teacher room every ``CLASSROOM_PUSH_SECONDS`` and flushes the finished seconds
 to the database every ``CLASSROOM_FLUSH_SECONDS``; it exits when no class has
 been running for a while and is started again on demand.
+
+Several processes (``SOCKETIO_MESSAGE_QUEUE`` a Redis URL): a class's students
+may stream to different processes, each holding only its own students. On
+every push tick each process publishes its part of each running session to
+Redis and reads the others' (app/classroom/cluster.py, one round trip), keeps a
+merged view of the whole class (app/classroom/merge.py), and only the process
+holding the session's leadership pushes it to the teacher room, so a
+dashboard gets one summary covering every student, whichever process it is
+connected to. The frame path never touches Redis. Without Redis (or while it is
+unreachable) a process pushes the summary of its own students, as one process
+always does.
 """
 from __future__ import annotations
 
@@ -15,10 +26,12 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from app.classroom.aggregate import ClassAggregate, Settings, timeline
+from app.classroom.aggregate import ClassAggregate, Record, Settings, timeline
+from app.classroom.cluster import ClusterLink
+from app.classroom.merge import MergedView
 from app.classroom.storage import BatchWriter, purge_expired, session_records
 from app.concurrency import run_cpu
-from app.extensions import socketio
+from app.extensions import db, socketio
 
 log = logging.getLogger("moodlens.classroom")
 
@@ -62,6 +75,9 @@ class ClassroomService:
         self._last_push = self._last_flush = self._last_purge = 0.0
         self._idle_since: float | None = None
         self.pushes = 0
+        # Several processes sharing Redis: parts published and merged, one pusher per session.
+        self.cluster: ClusterLink | None = ClusterLink.from_config(cfg)
+        self._views: dict[int, MergedView] = {}
 
     # -- aggregates -----------------------------------------------------------------------
     def aggregate(self, session) -> ClassAggregate:
@@ -83,6 +99,22 @@ class ClassroomService:
         """The live aggregate of a session, if this process has one."""
         with self._lock:
             return self._classes.get(session_id)
+
+    def summary(self, session, full_timeline: bool = False) -> dict:
+        """The live summary of a running ``ClassSession``: this process's aggregate, merged with the other
+        processes' parts when several share Redis (the parts last read by the ticker, or read now)."""
+        agg = self.aggregate(session)
+        if self.cluster is None:
+            return agg.summary(full_timeline=full_timeline)
+        now = time.time()
+        view = self._view(agg.session_id)
+        others = view.others
+        if view.updated is None or time.monotonic() - view.updated > self.cluster.part_ttl:
+            got = self.cluster.read(agg.session_id, now)
+            if got is None:  # Redis away: this process's own students, as with one process
+                return agg.summary(now, full_timeline=full_timeline)
+            others = got.others
+        return self._merged(agg, view, others, now, agg.snapshot(now), full_timeline=full_timeline)
 
     def set_aggregate_only(self, session_id: int) -> None:
         """Switch a running session to aggregate-only (there is no way back for that session)."""
@@ -123,14 +155,18 @@ class ClassroomService:
             entry[0].add(entry[1], result.get("faces") or [])
 
     # -- ending ---------------------------------------------------------------------------
-    def end(self, session_id: int, code: str, reason: str = "ended", store: bool = True) -> int:
+    def end(self, session_id: int, code: str, reason: str = "ended", store: bool = True,
+            announce: bool = True) -> int:
         """Stop a session's live aggregate: store everything (unless not ``store``), tell its room and students.
 
-        Returns how many student streams were told. Safe to call when this process
-        has no aggregate for the session.
+        With several processes, the others are told through Redis and end their
+        part too (``announce`` False: that is this call, for a session ended
+        elsewhere: the room was told there). Returns how many student streams
+        were told. Safe to call when this process has no aggregate for the session.
         """
         with self._lock:
             agg = self._classes.pop(session_id, None)
+            self._views.pop(session_id, None)
             sids = [sid for sid, (a, _) in self._sids.items() if a.session_id == session_id]
             for sid in sids:
                 del self._sids[sid]
@@ -138,9 +174,12 @@ class ClassroomService:
             self.writer.put(session_id, agg.close())
             self.flush()
         msg = {"session": session_id, "reason": reason}
-        socketio.emit("session_ended", msg, to=room(code), namespace=NAMESPACE)
+        if announce:
+            socketio.emit("session_ended", msg, to=room(code), namespace=NAMESPACE)
         for sid in sids:
             socketio.emit("classroom_ended", msg, to=sid, namespace=STUDENT_NAMESPACE)
+        if announce and self.cluster is not None:
+            self.cluster.mark_ended(session_id, reason)
         return len(sids)
 
     def forget(self, session_ids) -> None:
@@ -151,6 +190,7 @@ class ClassroomService:
                 del self._sids[sid]
             for i in ids:
                 self._classes.pop(i, None)
+                self._views.pop(i, None)
         self.writer.discard_sessions(ids)
 
     # -- ticking --------------------------------------------------------------------------
@@ -159,13 +199,86 @@ class ClassroomService:
         return run_cpu(self.async_mode, self.writer.flush)
 
     def push(self, now: float | None = None) -> int:
-        """Send each running class's summary to its teacher room; returns how many were sent."""
+        """Send each running class's summary to its teacher room; returns how many were sent.
+
+        Several processes: publish this process's parts, merge, and send only the
+        sessions this process leads (see :meth:`_push_merged`).
+        """
         with self._lock:
             aggs = list(self._classes.values())
+        if self.cluster is not None and aggs:
+            sent = self._push_merged(aggs, time.time() if now is None else now)
+        else:
+            for agg in aggs:
+                socketio.emit("mood", agg.summary(now), to=room(agg.code), namespace=NAMESPACE)
+            sent = len(aggs)
+        self.pushes += sent
+        return sent
+
+    def _push_merged(self, aggs: list[ClassAggregate], now: float) -> int:
+        """One push tick with Redis: publish every part, then, per session, update the merged view (every
+        process keeps one, so that a takeover changes nothing) and push it where this process leads.
+
+        Redis unreachable: push this process's own summaries (the outage is logged once by the link).
+        """
+        views = {agg.session_id: self._view(agg.session_id) for agg in aggs}
+        parts = {}
         for agg in aggs:
-            socketio.emit("mood", agg.summary(now), to=room(agg.code), namespace=NAMESPACE)
-        self.pushes += len(aggs)
-        return len(aggs)
+            part = agg.snapshot(now)
+            part["negative_since"] = views[agg.session_id].negative_since
+            parts[agg.session_id] = part
+        got = self.cluster.exchange(parts, now)
+        sent = 0
+        for agg in aggs:
+            if got is None:
+                socketio.emit("mood", agg.summary(now), to=room(agg.code), namespace=NAMESPACE)
+                sent += 1
+                continue
+            mine = got[agg.session_id]
+            if mine.ended:
+                self._ended_elsewhere(agg, mine.ended)
+                continue
+            view = views[agg.session_id]
+            view.others, view.updated = mine.others, time.monotonic()
+            summary = self._merged(agg, view, mine.others, now, parts[agg.session_id])
+            if summary["class"]["aggregate_only"]:
+                agg.aggregate_only = True  # switched on through another process: sticky here too
+            if mine.leader:
+                socketio.emit("mood", summary, to=room(agg.code), namespace=NAMESPACE)
+                sent += 1
+        return sent
+
+    def _merged(self, agg: ClassAggregate, view: MergedView, others: dict[str, dict], now: float, part: dict,
+                full_timeline: bool = False) -> dict:
+        """The merged summary: this process's ``part`` (its state at ``now``) and the others' latest parts."""
+        own = {**part, "process": self.cluster.process_id, "negative_since": view.negative_since}
+        return view.summary([own, *others.values()], now, full_timeline=full_timeline,
+                            history=lambda since, until: self._stored(agg.session_id, since, until),
+                            fallback=agg.timeline_points())
+
+    def _stored(self, session_id: int, since: int | None, until: int) -> list[Record]:
+        """Stored records of a session in [since, until) (every process stores its students' records)."""
+        with self.app.app_context():
+            try:
+                return session_records(session_id, since, until)
+            finally:
+                db.session.remove()
+
+    def _view(self, session_id: int) -> MergedView:
+        with self._lock:
+            view = self._views.get(session_id)
+            if view is None:
+                view = self._views[session_id] = MergedView(self.settings)
+            return view
+
+    def _ended_elsewhere(self, agg: ClassAggregate, reason: str) -> None:
+        """Another process ended (or deleted) the session: end this process's part of it quietly."""
+        log.info("classroom: session %s %s on another process; ending its streams here", agg.session_id,
+                 "deleted" if reason == "deleted" else "ended")
+        deleted = reason == "deleted"
+        self.end(agg.session_id, agg.code, reason=reason, store=not deleted, announce=False)
+        if deleted:
+            self.forget([agg.session_id])
 
     def tick(self, now: float | None = None, force: bool = False) -> None:
         """One round of the ticker: roll, and push / flush / purge when each is due (or ``force``)."""

@@ -161,12 +161,16 @@ class BatchWriter:
 
 # -- reading ----------------------------------------------------------------------------------
 
-def session_records(session_id: int) -> list[Record]:
-    """Every stored record of a session, oldest first."""
-    rows = db.session.execute(
-        select(MoodSample.student_id, MoodSample.second, MoodSample.face_frames, MoodSample.frames,
-               *[getattr(MoodSample, e) for e in EMOTIONS])
-        .where(MoodSample.session_id == session_id).order_by(MoodSample.second, MoodSample.student_id))
+def session_records(session_id: int, since: int | None = None, until: int | None = None) -> list[Record]:
+    """Every stored record of a session (``since`` <= second < ``until`` when given), oldest first."""
+    query = (select(MoodSample.student_id, MoodSample.second, MoodSample.face_frames, MoodSample.frames,
+                    *[getattr(MoodSample, e) for e in EMOTIONS])
+             .where(MoodSample.session_id == session_id))
+    if since is not None:
+        query = query.where(MoodSample.second >= since)
+    if until is not None:
+        query = query.where(MoodSample.second < until)
+    rows = db.session.execute(query.order_by(MoodSample.second, MoodSample.student_id))
     return [Record.from_means(r[0], r[1], r[4:], r[2], r[3]) for r in rows]
 
 

@@ -1,0 +1,236 @@
+"""The processes of one deployment sharing their live class parts through Redis.
+
+Used only when ``SOCKETIO_MESSAGE_QUEUE`` is a ``redis://`` (or ``rediss://``)
+URL, i.e. when several processes serve one site. Per running class session:
+
+- ``moodlens:class:<session id>``: a hash, one field per process (its id),
+  whose value is the process's latest part as JSON (:meth:`ClassAggregate.snapshot`).
+  Each process rewrites its field on every push tick. A part older than
+  ``part_ttl`` (a few push intervals) belongs to a dead process: readers ignore
+  and delete it; the whole hash expires when no process writes it any more.
+- ``moodlens:class:<session id>:leader``: the id of the one process that
+  pushes the merged summary to the teacher room. Taken with ``SET NX`` and
+  renewed by its holder on every push tick (one small Lua script, so that the
+  check and the renewal are one step); when the holder stops renewing (it
+  died, or lost Redis), another process takes it over after ``leader_ttl``.
+- ``moodlens:class:<session id>:ended``: set by the process that ended (or
+  deleted) the session, so that the others end their part of it too.
+
+One pipelined round trip per push tick carries all of it, for every session
+of the process. Nothing here runs on the frame path. Redis unreachable: the
+calls fail fast (short timeouts, no retries), :meth:`ClusterLink.exchange`
+returns None, the caller falls back to this process's own summary; the
+outage is logged once and the link tries again every few seconds.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+log = logging.getLogger("moodlens.classroom.cluster")
+
+SCHEMES = ("redis://", "rediss://")
+PREFIX = "moodlens:class:"
+ENDED_TTL_S = 86400
+# Keep the leadership if we hold it, take it if nobody does; 1: we lead (the key's TTL is (re)set), 0: not.
+LEADER_SCRIPT = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+def part_key(session_id: int) -> str:
+    return f"{PREFIX}{session_id}"
+
+
+def leader_key(session_id: int) -> str:
+    return f"{PREFIX}{session_id}:leader"
+
+
+def ended_key(session_id: int) -> str:
+    return f"{PREFIX}{session_id}:ended"
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass
+class Exchange:
+    """What one round trip brought back for one session."""
+
+    leader: bool                                          # this process pushes the session's summary
+    others: dict[str, dict] = field(default_factory=dict)  # process id -> its latest live part
+    ended: str | None = None                              # the session was ended elsewhere (the reason)
+
+
+class ClusterLink:
+    """This process's side of the shared parts, leadership and end markers."""
+
+    def __init__(self, url: str, push_every: float, timeout: float = 0.5, retry_after: float = 3.0,
+                 process_id: str | None = None):
+        self.url = url
+        self.process_id = process_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.part_ttl = max(4.0 * push_every, 5.0)     # a part older than this: its process is gone
+        self.leader_ttl = max(3.0 * push_every, 3.0)   # a leader that stops renewing is replaced after this
+        self.retry_after = retry_after
+        self.client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout,
+                                           retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        self.down_since: float | None = None   # time.monotonic() of the first failure of the current outage
+        self._next_try = 0.0
+        self.exchanges = 0
+
+    @classmethod
+    def from_config(cls, config) -> "ClusterLink | None":
+        """A link when ``SOCKETIO_MESSAGE_QUEUE`` is a Redis URL, else None (one process: nothing to merge)."""
+        url = config.get("SOCKETIO_MESSAGE_QUEUE")
+        if not url:
+            return None
+        if not str(url).startswith(SCHEMES):
+            log.warning("classroom: SOCKETIO_MESSAGE_QUEUE is not a redis:// URL; live class summaries are not "
+                        "merged across processes (each process reports its own students)")
+            return None
+        return cls(str(url), float(config["CLASSROOM_PUSH_SECONDS"]))
+
+    # -- health -----------------------------------------------------------------------------------
+    @property
+    def available(self) -> bool:
+        """False while Redis is known to be away (until the next retry is due)."""
+        return self.down_since is None or time.monotonic() >= self._next_try
+
+    def _failed(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = now
+            log.warning("classroom: Redis at %s unreachable (%s): each process now pushes the live summary of "
+                        "its own students only, until Redis is back", redacted(self.url), exc)
+        self._next_try = now + self.retry_after
+
+    def _ok(self) -> None:
+        if self.down_since is not None:
+            log.warning("classroom: Redis at %s reachable again after %.0f s: live class summaries are merged "
+                        "across processes again", redacted(self.url), time.monotonic() - self.down_since)
+            self.down_since = None
+
+    # -- parts ------------------------------------------------------------------------------------
+    def exchange(self, parts: dict[int, dict], now: float) -> dict[int, Exchange] | None:
+        """Publish ``parts`` (session id -> this process's part), claim or renew each session's leadership,
+        and read the other processes' parts and the end markers: one round trip. None: Redis unreachable."""
+        if not parts or not self.available:
+            return None
+        ttl_ms = int(self.leader_ttl * 1000)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for session_id, part in parts.items():
+                key = part_key(session_id)
+                pipe.hset(key, self.process_id, json.dumps(part, separators=(",", ":")))
+                pipe.pexpire(key, int(2 * self.part_ttl * 1000))
+                pipe.eval(LEADER_SCRIPT, 1, leader_key(session_id), self.process_id, ttl_ms)
+                pipe.hgetall(key)
+                pipe.get(ended_key(session_id))
+            replies = pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            self._failed(exc)
+            return None
+        self._ok()
+        self.exchanges += 1
+        out: dict[int, Exchange] = {}
+        expired: list[tuple[int, bytes]] = []
+        for i, session_id in enumerate(parts):
+            _, _, leader, fields, ended = replies[5 * i:5 * i + 5]
+            out[session_id] = Exchange(bool(leader), self._others(session_id, fields, now, expired),
+                                       ended.decode() if ended else None)
+        self._drop(expired)
+        return out
+
+    def read(self, session_id: int, now: float) -> Exchange | None:
+        """The other processes' parts of one session (no publishing, no leadership); None: Redis unreachable."""
+        if not self.available:
+            return None
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hgetall(part_key(session_id))
+            pipe.get(ended_key(session_id))
+            fields, ended = pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            self._failed(exc)
+            return None
+        self._ok()
+        expired: list[tuple[int, bytes]] = []
+        got = Exchange(False, self._others(session_id, fields, now, expired), ended.decode() if ended else None)
+        self._drop(expired)
+        return got
+
+    def _others(self, session_id: int, fields: dict, now: float, expired: list) -> dict[str, dict]:
+        others: dict[str, dict] = {}
+        for name, value in (fields or {}).items():
+            process = name.decode() if isinstance(name, bytes) else str(name)
+            if process == self.process_id:
+                continue
+            try:
+                part = json.loads(value)
+                fresh = now - float(part["ts"]) <= self.part_ttl and part.get("session") == session_id
+            except (ValueError, TypeError, KeyError):
+                part, fresh = None, False
+            if not fresh:
+                expired.append((session_id, name))
+                continue
+            part["process"] = process
+            others[process] = part
+        return others
+
+    def _drop(self, expired: list[tuple[int, bytes]]) -> None:
+        """Delete the parts of processes that stopped publishing (best effort: the readers ignore them anyway)."""
+        if not expired:
+            return
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for session_id, name in expired:
+                pipe.hdel(part_key(session_id), name)
+            pipe.execute()
+        except (redis.RedisError, OSError):
+            pass
+
+    def mark_ended(self, session_id: int, reason: str) -> bool:
+        """Tell the other processes that the session ended (``reason``: "ended" or "deleted"); drop its parts."""
+        if not self.available:
+            log.warning("classroom: Redis away: the other processes are not told that session %s ended", session_id)
+            return False
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(ended_key(session_id), reason, ex=ENDED_TTL_S)
+            pipe.delete(part_key(session_id), leader_key(session_id))
+            pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            self._failed(exc)
+            log.warning("classroom: the other processes are not told that session %s ended", session_id)
+            return False
+        self._ok()
+        return True
+
+    def close(self) -> None:
+        self.client.close()

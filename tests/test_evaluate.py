@@ -174,3 +174,22 @@ def test_fit_temperature_recovers_a_known_temperature():
     assert metrics.fit_temperature([logits], y) == pytest.approx(true_t, rel=0.08)
     mirrored = [logits, logits + rng.normal(0, 0.01, logits.shape)]  # two near-identical views
     assert metrics.fit_temperature(mirrored, y) == pytest.approx(true_t, rel=0.08)
+    assert metrics.fit_temperature([logits], y, "ece") == pytest.approx(true_t, rel=0.15)
+
+
+def test_ece_temperature_lowers_ece_and_holds_out_of_fold():
+    rng = np.random.default_rng(2)
+    logits = rng.normal(0, 3, (6000, 7))
+    y = draw_labels(metrics.softmax(logits / 2.0), rng)  # the raw logits are overconfident
+    raw = metrics.expected_calibration_error(metrics.softmax(logits), y)
+    t = metrics.fit_temperature([logits], y, "ece")
+    fitted = metrics.expected_calibration_error(metrics.softmax(logits / t), y)
+    by_nll = metrics.expected_calibration_error(metrics.softmax(logits / metrics.fit_temperature([logits], y)), y)
+    truth = metrics.expected_calibration_error(metrics.softmax(logits / 2.0), y)  # sampling noise only
+    assert raw > 0.1 and fitted <= min(by_nll, truth) + 1e-9
+    check = metrics.cross_validated_ece([logits], y, "ece", folds=5)
+    assert check["folds"] == 5 and len(check["temperatures"]) == 5
+    assert fitted <= check["ece"] < truth + 0.01  # out of fold a little worse, as good as the truth
+    assert all(t == pytest.approx(2.0, rel=0.2) for t in check["temperatures"])
+    with pytest.raises(ValueError, match="objective"):
+        metrics.fit_temperature([logits], y, "accuracy")

@@ -162,3 +162,29 @@ def test_init_from_a_model_with_other_layers_is_a_clear_error(trained, data, tmp
     assert "does not match --arch's layers" in capsys.readouterr().err
     assert train.main(argv(data, tmp_path, "--epochs", "1", "--init-from", str(tmp_path / "nope.keras"))) == 2
     assert "nope.keras does not exist" in capsys.readouterr().err
+
+
+def test_recalibrate_refits_the_temperature_without_training(data, tmp_path):
+    assert train.main(argv(data, tmp_path, "--epochs", "1", "--calibrate-for", "nll")) == 0
+    state_path = tmp_path / "run" / "state.json"
+    before = json.loads(state_path.read_text())
+    model_path = tmp_path / "models" / "tiny.keras"
+    import keras
+
+    raw = keras.models.load_model(model_path).get_layer("logits").get_weights()[0] * before["temperature"]
+
+    assert train.main(argv(data, tmp_path, "--epochs", "1", "--recalibrate")) == 0
+    after = json.loads(state_path.read_text())
+    assert after["epoch"] == 1 and after["calibration"]["objective"] == "ece"
+    kernel = keras.models.load_model(model_path).get_layer("logits").get_weights()[0]
+    np.testing.assert_allclose(kernel * after["temperature"], raw, rtol=1e-5, atol=1e-6)  # only T changed
+    card = json.loads((tmp_path / "models" / "tiny.json").read_text())
+    assert card["calibration"]["objective"] == "ece" and "ECE" in card["calibration"]["method"]
+    assert card["calibration"]["cross_validated"]["folds"] == 5
+    assert card["training"]["recalibrated_with"][0].endswith("--recalibrate")
+    assert [r["epoch"] for r in log_rows(tmp_path)] == ["0"]  # nothing trained
+
+
+def test_recalibrate_without_a_finished_run_is_a_clear_error(data, tmp_path, capsys):
+    assert train.main(argv(data, tmp_path, "--recalibrate")) == 2
+    assert "--recalibrate: no finished run" in capsys.readouterr().err

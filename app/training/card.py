@@ -80,9 +80,15 @@ def _calibration(model: EmotionModel, split: Split, state: dict, after: dict) ->
         raise ValueError("state has no temperature (the model was not calibrated)")
     before = _uncalibrated(model.keras_model, split, float(temperature))
     nll = -np.log(np.clip(before[np.arange(len(split)), split.y], 1e-12, 1.0)).mean()
+    fitted = state.get("calibration") or {}
+    objective = fitted.get("objective", "nll")
+    goal = "the 15-bin ECE (ties: the lower NLL)" if objective == "ece" else "the NLL"
     return {
         "temperature": float(temperature),
-        "method": "temperature scaling fitted on the validation split (image + mirror), folded into the logits layer",
+        "method": f"temperature scaling minimising {goal} on the validation split (image + mirror), "
+                  "folded into the logits layer",
+        "objective": objective,
+        "cross_validated": fitted.get("cross_validated"),
         "ece_before": expected_calibration_error(before, split.y),
         "ece_after": after["ece"],
         "nll_before": float(nll),
@@ -190,6 +196,7 @@ def write_card(model_path, state: dict, val_split: Split, timing_calls: int = TI
             "command": args.get("command"),
             "resumed_with": args.get("resumed_with", []),
             "init_from": args.get("init_from"),
+            "recalibrated_with": args.get("recalibrated_with", []),
             "data": args.get("data"),
             "train_checksum": args.get("train_checksum"),
             "val_checksum": args.get("val_checksum"),

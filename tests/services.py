@@ -210,9 +210,7 @@ class PausablePostgres(PostgresServer):
 
     def resume(self) -> None:
         """Start it again on the same port."""
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.dir / "data"), "-l", str(self.dir / "server.log"), "-w",
-                  "-t", "60", "-o", f"-h 127.0.0.1 -p {self.port} -k '' -c fsync=off -c full_page_writes=off",
-                  "start")
+        self._pg_ctl_start()
 
 
 # -- fixtures ---------------------------------------------------------------------------------------
@@ -242,17 +240,9 @@ def redis_server():
 @pytest.fixture
 def pausable_postgres():
     """A PostgreSQL server of its own for a test that takes it away (skipped/failed as the kit's one)."""
-    from tests.classroom_fixtures import _pg_bindir
+    from tests.classroom_fixtures import start_postgres
 
-    bindir = _pg_bindir()
-    if bindir is None:
-        unavailable("PostgreSQL server binaries (initdb, pg_ctl) not found: install postgresql or set PG_BINDIR")
-    server = PausablePostgres(bindir)
-    try:
-        server.start()
-    except subprocess.CalledProcessError as exc:
-        server.stop()
-        pytest.fail(f"PostgreSQL did not start: {exc.stderr or exc.stdout}", pytrace=False)
+    server = start_postgres(PausablePostgres)
     yield server
     with contextlib.suppress(subprocess.CalledProcessError):
         server.resume()  # stop() expects it running; a halted one just fails to resume twice

@@ -9,7 +9,7 @@ from PIL import Image
 from app.vision.faces import DetectorSettings, FaceDetector
 from app.vision.images import ImageError, ImageTooLarge, UnsupportedImage, decode_image
 from app.vision.pipeline import STILL_SETTINGS, StreamAnalyzer, analyze_image
-from app.vision.preprocess import EMOTIONS, prepare_face
+from app.vision.preprocess import EMOTIONS, TTA_VIEWS, ZOOM_CROP, prepare_face, tta_views
 from app.vision.tracking import FaceTracker, iou
 from tests.imagegen import encode, exif_rotated_jpeg, fer_collage, fit_frame, pil_bytes, png_bomb
 
@@ -55,6 +55,27 @@ def test_prepare_face_shape_range_and_crop():
 def test_prepare_face_refuses_box_outside_image():
     with pytest.raises(ValueError, match="outside"):
         prepare_face(np.zeros((50, 50), np.uint8), (60, 60, 10, 10))
+
+
+def test_tta_views_mirror_and_zoom_each_face():
+    rng = np.random.default_rng(3)
+    faces = rng.random((3, 48, 48, 1), dtype=np.float32)
+    views = tta_views(faces)
+    assert len(views) == len(TTA_VIEWS) == 4
+    assert all(v.shape == faces.shape and v.dtype == np.float32 for v in views)
+    face, mirror, zoom, zoom_mirror = views
+    np.testing.assert_array_equal(face, faces)
+    np.testing.assert_array_equal(mirror, faces[:, :, ::-1])
+    np.testing.assert_array_equal(zoom_mirror, zoom[:, :, ::-1])
+    assert 0.0 <= zoom.min() and zoom.max() <= 1.0 and not np.allclose(zoom, faces, atol=0.05)
+    # A horizontal ramp zoomed in keeps its ends inside the central crop's values.
+    ramp = np.tile(np.linspace(0.0, 1.0, 48, dtype=np.float32), (48, 1))[None, :, :, None]
+    zoomed = tta_views(ramp)[2][0, :, :, 0]
+    margin = (48 - ZOOM_CROP) // 2
+    assert zoomed[:, 0].min() >= ramp[0, 0, margin - 1, 0] and zoomed[:, -1].max() <= ramp[0, 0, 48 - margin, 0]
+    assert np.all(np.diff(zoomed[24]) > 0)
+    # Each face is zoomed on its own.
+    np.testing.assert_allclose(tta_views(faces[1:2])[2], zoom[1:2])
 
 
 def test_training_loader_uses_the_serving_preprocessing(tmp_path):
@@ -231,3 +252,13 @@ def test_model_batches_match_single_predictions(model):
     assert model.predict(np.zeros((0, 48, 48, 1), np.float32)).shape == (0, 7)
     many = model.predict(rng.random((40, 48, 48, 1), dtype=np.float32))
     assert many.shape == (40, 7)
+
+
+def test_served_probabilities_are_the_mean_over_the_tta_views(model):
+    from app.vision.emotions import EmotionModel
+
+    plain = EmotionModel(model.keras_model, tta=False)
+    faces = np.random.default_rng(4).random((3, 48, 48, 1), dtype=np.float32)
+    expected = np.mean([plain.predict(view) for view in tta_views(faces)], axis=0)
+    np.testing.assert_allclose(model.predict(faces), expected, atol=1e-5)
+    np.testing.assert_allclose(model.predict(faces).sum(axis=1), 1.0, atol=1e-5)

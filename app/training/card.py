@@ -6,7 +6,7 @@ finished run (same data, same run folder)::
 
     python -m app.training.card models/emotion.keras [--run-dir runs/emotion]
  Every figure is measured
-through ``EmotionModel`` (mirror TTA), i.e. on what the server serves. An
+through ``EmotionModel`` (with its test-time views), i.e. on what the server serves. An
 optional piece that cannot be measured becomes ``null`` and says why in
 ``notes``; writing the card never fails a finished training run.
 """
@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from app.training.data import Split, load_dataset, stratified_sample
-from app.training.evaluate import evaluate, training_log_path
+from app.training.evaluate import evaluate, training_log_path, view_logits
 from app.training.metrics import expected_calibration_error, softmax, summarize
 from app.vision.emotions import EmotionModel
-from app.vision.preprocess import EMOTIONS, INPUT_SIZE
+from app.vision.preprocess import EMOTIONS, INPUT_SIZE, TTA_VIEWS, ZOOM_CROP
 
 REGRESSION_SAMPLE = {"seed": 2013, "n": 700}
 TIMING_CALLS = 300
@@ -65,13 +65,9 @@ def _evaluated_on(args: dict) -> str:
 
 
 def _uncalibrated(keras_model, split: Split, temperature: float) -> np.ndarray:
-    """Served (mirror-averaged) probabilities with the folded temperature undone."""
-    import keras
-
-    logits = keras.Model(keras_model.inputs, keras_model.get_layer("logits").output)
+    """Served (view-averaged) probabilities with the folded temperature undone."""
     # The shipped logits layer computes z / T; multiplying by T gives back z.
-    views = [logits.predict(v, batch_size=256, verbose=0) for v in (split.x, split.x[:, :, ::-1, :])]
-    return np.mean([softmax(np.asarray(v, np.float64) * temperature) for v in views], axis=0)
+    return np.mean([softmax(v * temperature) for v in view_logits(keras_model, split.x)], axis=0)
 
 
 def _calibration(model: EmotionModel, split: Split, state: dict, after: dict) -> dict:
@@ -85,7 +81,7 @@ def _calibration(model: EmotionModel, split: Split, state: dict, after: dict) ->
     goal = "the 15-bin ECE (ties: the lower NLL)" if objective == "ece" else "the NLL"
     return {
         "temperature": float(temperature),
-        "method": f"temperature scaling minimising {goal} on the validation split (image + mirror), "
+        "method": f"temperature scaling minimising {goal} on the validation split (the served views), "
                   "folded into the logits layer",
         "objective": objective,
         "cross_validated": fitted.get("cross_validated"),
@@ -154,7 +150,8 @@ def _inference_cost(model: EmotionModel, face: np.ndarray, calls: int) -> dict:
         "calls": calls,
         "batch": 1,
         "tta": model.tta,
-        "path": "EmotionModel.predict (compiled tf.function, batch bucket 2 with the mirror)",
+        "path": f"EmotionModel.predict (compiled tf.function, one batch of the face's "
+                f"{len(TTA_VIEWS) if model.tta else 1} view(s))",
         "machine": {
             "platform": platform.platform(),
             "cpu": _cpu_name(),
@@ -190,7 +187,12 @@ def write_card(model_path, state: dict, val_split: Split, timing_calls: int = TI
         "labels": list(EMOTIONS),
         "input": {"shape": [INPUT_SIZE, INPUT_SIZE, 1], "dtype": "float32", "range": [0.0, 1.0],
                   "preprocessing": PREPROCESSING,
-                  "test_time_augmentation": "mean of the face's and its horizontal mirror's probabilities"},
+                  "test_time_augmentation": {
+                      "views": list(TTA_VIEWS),
+                      "how": "mean of the probabilities of the face, its horizontal mirror, its central "
+                             f"{ZOOM_CROP}x{ZOOM_CROP} pixels enlarged to {INPUT_SIZE}x{INPUT_SIZE} (bilinear) "
+                             "and that zoom's mirror "
+                             "(app.vision.preprocess.tta_views)"}},
         "output": "calibrated softmax probabilities over labels (temperature folded into the logits layer)",
         "training": {
             "command": args.get("command"),

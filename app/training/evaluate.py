@@ -22,7 +22,7 @@ from app.config import Config
 from app.training.data import DataError, Split, load_csv, load_folder
 from app.training.metrics import summarize
 from app.vision.emotions import EmotionModel, ModelLoadError
-from app.vision.preprocess import EMOTIONS
+from app.vision.preprocess import EMOTIONS, TTA_VIEWS, tta_views
 
 
 def load_eval_split(data: str | Path) -> Split:
@@ -46,6 +46,18 @@ def evaluate(model: EmotionModel, split: Split) -> tuple[dict, np.ndarray]:
     """Metrics of ``metrics.summarize`` and the (N, 7) served probabilities for ``split``."""
     probs = model.predict(split.x)
     return summarize(probs, split.y), probs
+
+
+def view_logits(keras_model, x: np.ndarray) -> list[np.ndarray]:
+    """Raw outputs of the model's ``logits`` layer for each test-time view of ``x`` (float64).
+
+    With a temperature T folded into that layer these are z / T; the served
+    probabilities are the mean of their softmaxes over the views.
+    """
+    import keras
+
+    logits = keras.Model(keras_model.inputs, keras_model.get_layer("logits").output)
+    return [np.asarray(logits.predict(view, batch_size=256, verbose=0), np.float64) for view in tta_views(x)]
 
 
 def training_log_path(model_path: str | Path) -> Path:
@@ -76,7 +88,7 @@ def format_report(report: dict) -> str:
     """A human-readable summary: headline figures, per-class table, confusion matrix."""
     checksum = report.get("checksum") or ""
     lines = [
-        f"model     {report['model']} ({'mirror TTA' if report['tta'] else 'no TTA'})",
+        f"model     {report['model']} ({'TTA: ' + ', '.join(TTA_VIEWS) if report['tta'] else 'no TTA'})",
         f"data      {report['data']} ({report['n']} images{', sha256 ' + checksum[:12] if checksum else ''})",
         f"accuracy  {report['accuracy']:.4f}    macro-F1 {report['macro_f1']:.4f}    "
         f"ECE {report['ece']:.4f}    NLL {report['nll']:.4f}",
@@ -107,7 +119,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="model to evaluate (default: the served model, %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--out", type=Path, help="folder for confusion_matrix.png, reliability.png and curves.png")
-    p.add_argument("--no-tta", action="store_true", help="classify each face once, without its mirror")
+    p.add_argument("--no-tta", action="store_true", help="classify each face once, without the test-time views")
     return p.parse_args(argv)
 
 

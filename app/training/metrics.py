@@ -82,8 +82,8 @@ def _view_probs(view_logits: list[np.ndarray], t: float) -> np.ndarray:
 def fit_temperature(view_logits: list[np.ndarray], y_true: np.ndarray, objective: str = "nll") -> float:
     """Temperature for the view-averaged softmax(logits / T) that minimises ``objective``.
 
-    ``view_logits`` holds one (N, C) logit array per test-time view (e.g. the
-    image and its mirror), so the temperature fits what serving outputs.
+    ``view_logits`` holds one (N, C) logit array per test-time view (see
+    ``app.vision.preprocess.tta_views``), so the temperature fits what serving outputs.
     ``objective``: ``"nll"`` (the classic choice) or ``"ece"`` (the 15-bin
     expected calibration error, the figure the product promises; ties go to
     the lower NLL). Check an ECE fit out of sample with :func:`cross_validated_ece`.

@@ -29,6 +29,7 @@ import tensorflow as tf  # noqa: E402
 from app.training.architectures import make_model  # noqa: E402
 from app.training.augment import augment_batch, make_augmenter  # noqa: E402
 from app.training.data import DataError, Split, load_dataset  # noqa: E402
+from app.training.evaluate import view_logits  # noqa: E402
 from app.training.metrics import cross_validated_ece, fit_temperature  # noqa: E402
 from app.vision.preprocess import EMOTIONS  # noqa: E402
 
@@ -157,7 +158,7 @@ def build_compiled(args, steps_per_epoch: int) -> keras.Model:
 
 
 def calibrate(model: keras.Model, val: Split, objective: str = "ece", undo: float = 1.0) -> dict:
-    """Fit a temperature on ``val`` (image + mirror views) and fold it into the logits layer.
+    """Fit a temperature on ``val`` (the served test-time views) and fold it into the logits layer.
 
     ``undo``: a temperature already folded into ``model`` (``--recalibrate``),
     taken out first. Returns the temperature and its out-of-fold check.
@@ -166,9 +167,7 @@ def calibrate(model: keras.Model, val: Split, objective: str = "ece", undo: floa
     kernel, bias = layer.get_weights()
     kernel, bias = kernel * undo, bias * undo
     layer.set_weights([kernel, bias])
-    logits_model = keras.Model(model.input, layer.output)
-    views = [np.asarray(logits_model.predict(x, batch_size=256, verbose=0), np.float64)
-             for x in (val.x, val.x[:, :, ::-1, :])]
+    views = view_logits(model, val.x)
     temperature = fit_temperature(views, val.y, objective)
     layer.set_weights([kernel / temperature, bias / temperature])
     return {"temperature": temperature, "objective": objective,

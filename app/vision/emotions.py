@@ -2,8 +2,10 @@
 
 Inference goes through a compiled ``tf.function`` fed with batches padded to a
 few fixed sizes, all traced at start-up, so the hot path never retraces.
-With ``tta=True`` each face is also classified mirrored and the two
-probability vectors are averaged (the shipped model is calibrated for that).
+With ``tta=True`` each face is classified in the four views of
+``preprocess.tta_views`` (the face, its mirror, a slight zoom-in and its
+mirror) and the probabilities are averaged; the shipped model is calibrated
+for that.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.vision.preprocess import EMOTIONS, INPUT_SIZE
+from app.vision.preprocess import EMOTIONS, INPUT_SIZE, tta_views
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -85,7 +87,7 @@ class EmotionModel:
         n = len(faces)
         if n == 0:
             return np.zeros((0, len(EMOTIONS)), np.float32)
-        views = np.concatenate([faces, faces[:, :, ::-1, :]]) if self.tta else faces
+        views = np.concatenate(tta_views(faces)) if self.tta else faces
         out = np.empty((len(views), len(EMOTIONS)), np.float32)
         step = self.batch_sizes[-1]
         for start in range(0, len(views), step):
@@ -94,9 +96,7 @@ class EmotionModel:
             padded = np.zeros((size, INPUT_SIZE, INPUT_SIZE, 1), np.float32)
             padded[: len(chunk)] = chunk
             out[start:start + len(chunk)] = self._run(padded)[: len(chunk)]
-        if self.tta:
-            out = (out[:n] + out[n:]) / 2.0
-        return out
+        return out.reshape(-1, n, len(EMOTIONS)).mean(axis=0)
 
     def scores(self, probs_row: np.ndarray) -> dict[str, float]:
         """One probability row as ``{emotion: probability}``."""

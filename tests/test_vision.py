@@ -57,25 +57,25 @@ def test_prepare_face_refuses_box_outside_image():
         prepare_face(np.zeros((50, 50), np.uint8), (60, 60, 10, 10))
 
 
-def test_tta_views_mirror_and_zoom_each_face():
+def test_tta_views_zoom_each_face_and_mirror_it():
     rng = np.random.default_rng(3)
     faces = rng.random((3, 48, 48, 1), dtype=np.float32)
     views = tta_views(faces)
-    assert len(views) == len(TTA_VIEWS) == 4
+    assert len(views) == len(TTA_VIEWS) == 2
     assert all(v.shape == faces.shape and v.dtype == np.float32 for v in views)
-    face, mirror, zoom, zoom_mirror = views
-    np.testing.assert_array_equal(face, faces)
-    np.testing.assert_array_equal(mirror, faces[:, :, ::-1])
+    zoom, zoom_mirror = views
     np.testing.assert_array_equal(zoom_mirror, zoom[:, :, ::-1])
     assert 0.0 <= zoom.min() and zoom.max() <= 1.0 and not np.allclose(zoom, faces, atol=0.05)
-    # A horizontal ramp zoomed in keeps its ends inside the central crop's values.
+    # A horizontal ramp zoomed in: still rising, its ends from inside the central crop.
     ramp = np.tile(np.linspace(0.0, 1.0, 48, dtype=np.float32), (48, 1))[None, :, :, None]
-    zoomed = tta_views(ramp)[2][0, :, :, 0]
+    zoomed = tta_views(ramp)[0][0, :, :, 0]
     margin = (48 - ZOOM_CROP) // 2
-    assert zoomed[:, 0].min() >= ramp[0, 0, margin - 1, 0] and zoomed[:, -1].max() <= ramp[0, 0, 48 - margin, 0]
     assert np.all(np.diff(zoomed[24]) > 0)
+    assert zoomed[24, 0] >= ramp[0, 0, margin, 0] - 1e-6 and zoomed[24, -1] <= ramp[0, 0, 47 - margin, 0] + 1e-6
+    # ... and stretched: one output pixel spans ZOOM_CROP/48 of an input pixel.
+    assert np.median(np.diff(zoomed[24])) == pytest.approx((1 / 47) * ZOOM_CROP / 48, rel=0.01)
     # Each face is zoomed on its own.
-    np.testing.assert_allclose(tta_views(faces[1:2])[2], zoom[1:2])
+    np.testing.assert_allclose(tta_views(faces[1:2])[0], zoom[1:2])
 
 
 def test_training_loader_uses_the_serving_preprocessing(tmp_path):

@@ -189,15 +189,15 @@ def write_card(model_path, state: dict, val_split: Split, timing_calls: int = TI
                   "preprocessing": PREPROCESSING,
                   "test_time_augmentation": {
                       "views": list(TTA_VIEWS),
-                      "how": "mean of the probabilities of the face, its horizontal mirror, its central "
-                             f"{ZOOM_CROP}x{ZOOM_CROP} pixels enlarged to {INPUT_SIZE}x{INPUT_SIZE} (bilinear) "
-                             "and that zoom's mirror "
+                      "how": f"mean of the probabilities of the face's central {ZOOM_CROP}x{ZOOM_CROP} pixels "
+                             f"enlarged to {INPUT_SIZE}x{INPUT_SIZE} (bilinear) and of that zoom's horizontal mirror "
                              "(app.vision.preprocess.tta_views)"}},
         "output": "calibrated softmax probabilities over labels (temperature folded into the logits layer)",
         "training": {
             "command": args.get("command"),
             "resumed_with": args.get("resumed_with", []),
             "init_from": args.get("init_from"),
+            "members": args.get("members"),
             "recalibrated_with": args.get("recalibrated_with", []),
             "data": args.get("data"),
             "train_checksum": args.get("train_checksum"),

@@ -2,10 +2,9 @@
 
 Inference goes through a compiled ``tf.function`` fed with batches padded to a
 few fixed sizes, all traced at start-up, so the hot path never retraces.
-With ``tta=True`` each face is classified in the four views of
-``preprocess.tta_views`` (the face, its mirror, a slight zoom-in and its
-mirror) and the probabilities are averaged; the shipped model is calibrated
-for that.
+With ``tta=True`` each face is classified in the two views of
+``preprocess.tta_views`` (a slight zoom-in and its mirror) and the
+probabilities are averaged; the shipped model is calibrated for that.
 """
 from __future__ import annotations
 

@@ -11,10 +11,13 @@ import numpy as np
 
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 INPUT_SIZE = 48
-# The zoomed test-time views enlarge the central ZOOM_CROP x ZOOM_CROP pixels
-# of a face back to 48x48 (a 4% zoom-in, well inside the training zoom range).
+# The test-time views enlarge the central ZOOM_CROP x ZOOM_CROP pixels of a
+# face back to 48x48: a 4% zoom-in, well inside the training zoom range, that
+# the model classifies more accurately than the face as cropped (measured on
+# PublicTest for each of the four models trained here: 1.0 to 1.6 points more
+# accuracy than the face and its mirror).
 ZOOM_CROP = 46
-TTA_VIEWS: tuple[str, ...] = ("face", "mirror", "zoom", "zoom mirror")
+TTA_VIEWS: tuple[str, ...] = ("zoom", "zoom mirror")
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -52,8 +55,8 @@ def prepare_face(gray: np.ndarray, box: tuple[int, int, int, int] | None = None)
 def tta_views(faces: np.ndarray) -> list[np.ndarray]:
     """The test-time views of a batch of prepared faces (N, 48, 48, 1), in ``TTA_VIEWS`` order.
 
-    The served probabilities are the mean over these views: the face, its
-    horizontal mirror, a slight zoom-in and the zoom-in's mirror. Training
+    The served probabilities are the mean over these views: the face zoomed
+    in slightly (see ``ZOOM_CROP``) and its horizontal mirror. Training
     calibrates, and evaluation measures, on the same views.
     """
     faces = np.asarray(faces, np.float32)
@@ -62,4 +65,4 @@ def tta_views(faces: np.ndarray) -> list[np.ndarray]:
     zoomed = np.empty_like(faces)
     for i, crop in enumerate(centre):
         zoomed[i, :, :, 0] = cv2.resize(crop, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_LINEAR)
-    return [faces, faces[:, :, ::-1], zoomed, zoomed[:, :, ::-1]]
+    return [zoomed, zoomed[:, :, ::-1]]

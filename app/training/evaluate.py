@@ -56,7 +56,7 @@ def view_logits(keras_model, x: np.ndarray) -> list[np.ndarray]:
     """
     import keras
 
-    logits = keras.Model(keras_model.inputs, keras_model.get_layer("logits").output)
+    logits = keras.Model(keras_model.input, keras_model.get_layer("logits").output)
     return [np.asarray(logits.predict(view, batch_size=256, verbose=0), np.float64) for view in tta_views(x)]
 
 

@@ -67,6 +67,7 @@ def test_fused_model_serves_the_calibrated_mean_of_the_members_logits(members, t
     ("missing member", "does not exist"),
     ("no card", "has no model card"),
     ("other data", "trained on other data"),
+    ("broken card", "is not valid JSON"),
 ])
 def test_refuses_bad_members_and_writes_nothing(members, tmp_path, capsys, case, message):
     data, paths = members
@@ -85,6 +86,8 @@ def test_refuses_bad_members_and_writes_nothing(members, tmp_path, capsys, case,
             card = json.loads(paths[1].with_suffix(".json").read_text())
             card["training"]["train_checksum"] = "0" * 64
             copy.with_suffix(".json").write_text(json.dumps(card))
+        elif case == "broken card":
+            copy.with_suffix(".json").write_text("{not json")
         chosen = [paths[0], copy]
     before = {p: p.stat().st_mtime_ns for p in paths}
     assert ensemble.main(["--data", str(data), "--out", str(out), *map(str, chosen)]) == 2

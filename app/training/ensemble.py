@@ -36,7 +36,10 @@ def load_member(path: Path, index: int, train_checksum: str) -> tuple[keras.Mode
     card_path = path.with_suffix(".json")
     if not card_path.is_file():
         raise DataError(f"member {path} has no model card {card_path}: its training data cannot be checked")
-    card = json.loads(card_path.read_text())
+    try:
+        card = json.loads(card_path.read_text())
+    except ValueError as exc:
+        raise DataError(f"member card {card_path} is not valid JSON: {exc}") from None
     trained_on = (card.get("training") or {}).get("train_checksum")
     if trained_on != train_checksum:
         raise DataError(f"member {path} was trained on other data (train checksum {str(trained_on)[:12]}, "

@@ -262,3 +262,13 @@ def test_served_probabilities_are_the_mean_over_the_tta_views(model):
     expected = np.mean([plain.predict(view) for view in tta_views(faces)], axis=0)
     np.testing.assert_allclose(model.predict(faces), expected, atol=1e-5)
     np.testing.assert_allclose(model.predict(faces).sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_served_graphs_are_frozen_and_give_the_keras_models_output(model):
+    from app.vision.emotions import EmotionModel
+
+    plain = EmotionModel(model.keras_model, tta=False)
+    assert all(not fn.graph.variables for fn in plain._fns.values())  # weights baked in as constants
+    faces = np.random.default_rng(5).random((3, 48, 48, 1), dtype=np.float32)
+    expected = np.asarray(model.keras_model(faces, training=False))
+    np.testing.assert_allclose(plain.predict(faces), expected, atol=1e-5)

@@ -198,6 +198,7 @@ def write_card(model_path, state: dict, val_split: Split, timing_calls: int = TI
             "resumed_with": args.get("resumed_with", []),
             "init_from": args.get("init_from"),
             "members": args.get("members"),
+            "averaged": args.get("averaged"),
             "recalibrated_with": args.get("recalibrated_with", []),
             "data": args.get("data"),
             "train_checksum": args.get("train_checksum"),

@@ -7,6 +7,8 @@ Writes, for ``--out models/NAME.keras``:
   models/NAME.log.csv      one row per epoch (loss, accuracy, val_*, lr)
   runs/NAME/last.keras     checkpoint of the last finished epoch (with optimizer)
   runs/NAME/state.json     epoch counter, best score and the run's arguments
+  runs/NAME/epoch-NNN.keras  with --keep-epochs: every epoch's weights, for
+                           checkpoint averaging (``app.training.average``)
 ``--resume`` continues from ``runs/NAME/last.keras``. After the last epoch the
 best model is temperature-calibrated on the validation split and a model card
 ``models/NAME.json`` is written (see ``app.training.card``).
@@ -56,6 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="start from the weights of a trained .keras model with the same layers (fine-tuning); "
                         "a calibration temperature recorded in its card is undone first")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument("--keep-epochs", action="store_true",
+                   help="also keep every epoch's weights as RUN_DIR/epoch-NNN.keras (for app.training.average)")
     p.add_argument("--calibrate-for", choices=["ece", "nll"], default="ece",
                    help="what the calibration temperature minimises on the validation split (default: %(default)s)")
     p.add_argument("--recalibrate", action="store_true",
@@ -74,6 +78,7 @@ def run_paths(args) -> dict[str, Path]:
         "run": run_dir,
         "last": run_dir / "last.keras",
         "state": run_dir / "state.json",
+        "epoch": run_dir / "epoch-{:03d}.keras",
     }
 
 
@@ -117,6 +122,8 @@ class Checkpoint(keras.callbacks.Callback):
             inference_copy(self.model, self.arch).save(tmp)
             os.replace(tmp, self.paths["out"])
             print(f"\nepoch {epoch + 1}: best so far ({score:.4f}), saved {self.paths['out']}", flush=True)
+        if self.args_record.get("keep_epochs"):
+            inference_copy(self.model, self.arch).save(str(self.paths["epoch"]).format(epoch + 1))
         tmp = self.paths["last"].with_suffix(".tmp.keras")
         self.model.save(tmp)
         os.replace(tmp, self.paths["last"])

@@ -30,6 +30,11 @@ def conv_kernels(model):
     return [layer.get_weights()[0] for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
 
 
+def batchnorm_statistics(model):
+    return [w for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
+            for w in (layer.moving_mean.numpy(), layer.moving_variance.numpy())]
+
+
 def test_keep_epochs_saves_every_epoch_as_a_float32_model(run):
     _, run_dir = run
     kept = sorted(run_dir.glob("epoch-*.keras"))
@@ -50,6 +55,8 @@ def test_averaged_model_carries_the_mean_weights_calibrated_and_a_card(run, tmp_
     sources = [keras.models.load_model(p, compile=False) for p in chosen]
     for got, *each in zip(conv_kernels(served), *map(conv_kernels, sources)):
         np.testing.assert_allclose(got, np.mean(each, axis=0), rtol=1e-6, atol=1e-7)
+    for got, *each in zip(batchnorm_statistics(served), *map(batchnorm_statistics, sources)):
+        np.testing.assert_allclose(got, np.mean(each, axis=0), rtol=1e-6, atol=1e-7)
     card = json.loads(out.with_suffix(".json").read_text())
     temperature = card["calibration"]["temperature"]
     mean_head = np.mean([m.get_layer("logits").get_weights()[0] for m in sources], axis=0)
@@ -58,11 +65,25 @@ def test_averaged_model_carries_the_mean_weights_calibrated_and_a_card(run, tmp_
     averaged = card["training"]["averaged"]
     assert [c["model"] for c in averaged["checkpoints"]] == [str(p) for p in chosen]
     assert all(len(c["sha256"]) == 64 for c in averaged["checkpoints"])
+    assert averaged["batchnorm"] == "moving statistics averaged like every other weight"
     assert "--keep-epochs" in card["training"]["command"] and "app.training.average" in averaged["command"]
     assert card["architecture"] == "tiny" and card["training"]["epochs_trained"] == 3
     assert np.sum(card["confusion_matrix"]) == card["evaluated_on"]["n"] == 57
     assert card["calibration"]["ece_after"] == card["ece"] and card["inference"]["ms_per_face_median"] > 0
     EmotionModel.load(out)  # the server loads it like any other model
+
+
+def test_reestimate_batchnorm_option_recomputes_the_statistics(run, tmp_path):
+    data, run_dir = run
+    chosen = [run_dir / "epoch-002.keras", run_dir / "epoch-003.keras"]
+    out = tmp_path / "avg.keras"
+    assert average.main(["--data", str(data), "--out", str(out), "--verbose", "0", "--reestimate-batchnorm",
+                         *map(str, chosen)]) == 0
+    served = keras.models.load_model(out, compile=False)
+    averaged = np.mean([batchnorm_statistics(keras.models.load_model(p, compile=False))[0] for p in chosen], axis=0)
+    assert not np.allclose(batchnorm_statistics(served)[0], averaged)
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["training"]["averaged"]["batchnorm"].startswith("moving statistics re-estimated")
 
 
 def test_batchnorm_statistics_become_the_mean_of_the_batch_statistics():

@@ -31,7 +31,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from app.training.data import DataError, load_dataset  # noqa: E402
-from app.training.train import calibrate  # noqa: E402
+from app.training.train import calibrate, print_headline, save_atomically  # noqa: E402
 
 
 def reestimate_batchnorm(model: keras.Model, x: np.ndarray, batch_size: int = 256, verbose: int = 1) -> int:
@@ -136,10 +136,7 @@ def build(args, argv=None) -> dict:
         batchnorm = "moving statistics averaged like every other weight"
     calib = val if val is not None else train
     calibration = calibrate(model, calib, args.calibrate_for)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, args.out)
+    save_atomically(model, args.out)
     print(f"saved {args.out}; temperature {calibration['temperature']:.3f}", flush=True)
 
     command = " ".join(["python -m app.training.average"] + list(sys.argv[1:] if argv is None else argv))
@@ -166,7 +163,7 @@ def main(argv=None) -> int:
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({k: card[k] for k in ("accuracy", "macro_f1", "ece")}), flush=True)
+    print_headline(card)
     return 0
 
 

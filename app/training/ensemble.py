@@ -25,7 +25,7 @@ import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
 from app.training.data import DataError, load_dataset  # noqa: E402
-from app.training.train import calibrate  # noqa: E402
+from app.training.train import calibrate, print_headline, save_atomically  # noqa: E402
 from app.vision.preprocess import EMOTIONS, INPUT_SIZE  # noqa: E402
 
 
@@ -96,10 +96,7 @@ def build(args, argv=None) -> dict:
     model = fuse(list(members))
     calib = val if val is not None else train
     calibration = calibrate(model, calib, args.calibrate_for)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, args.out)
+    save_atomically(model, args.out)
     print(f"fused {len(members)} members into {args.out}; temperature {calibration['temperature']:.3f}", flush=True)
 
     command = " ".join(["python -m app.training.ensemble"] + list(sys.argv[1:] if argv is None else argv))
@@ -124,7 +121,7 @@ def main(argv=None) -> int:
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({k: card[k] for k in ("accuracy", "macro_f1", "ece")}), flush=True)
+    print_headline(card)
     return 0
 
 

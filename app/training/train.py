@@ -106,6 +106,19 @@ def inference_copy(model: keras.Model, arch: str) -> keras.Model:
     return clean
 
 
+def save_atomically(model: keras.Model, path: Path) -> None:
+    """Save ``model`` to ``path`` so that a reader (the server, a resumed run) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def print_headline(card: dict) -> None:
+    """The card's headline figures as one JSON line, the last thing a training command prints."""
+    print(json.dumps({k: card[k] for k in ("accuracy", "macro_f1", "ece") if k in card}), flush=True)
+
+
 class Checkpoint(keras.callbacks.Callback):
     """Every epoch: save the resumable checkpoint, and the best model by val accuracy."""
 
@@ -118,15 +131,11 @@ class Checkpoint(keras.callbacks.Callback):
         score = logs.get("val_accuracy", logs.get("accuracy", 0.0))
         if score > self.best:
             self.best = float(score)
-            tmp = self.paths["out"].with_suffix(".tmp.keras")
-            inference_copy(self.model, self.arch).save(tmp)
-            os.replace(tmp, self.paths["out"])
+            save_atomically(inference_copy(self.model, self.arch), self.paths["out"])
             print(f"\nepoch {epoch + 1}: best so far ({score:.4f}), saved {self.paths['out']}", flush=True)
         if self.args_record.get("keep_epochs"):
             inference_copy(self.model, self.arch).save(str(self.paths["epoch"]).format(epoch + 1))
-        tmp = self.paths["last"].with_suffix(".tmp.keras")
-        self.model.save(tmp)
-        os.replace(tmp, self.paths["last"])
+        save_atomically(self.model, self.paths["last"])
         state = {"epoch": epoch + 1, "best": self.best, "best_metric": "val_accuracy", "args": self.args_record}
         self.paths["state"].write_text(json.dumps(state, indent=2))
 
@@ -298,7 +307,7 @@ def finish(paths: dict, calib_split: Split, objective: str, undo: float = 1.0) -
     best_model = keras.models.load_model(paths["out"])
     calibration = calibrate(best_model, calib_split, objective, undo)
     temperature = calibration["temperature"]
-    best_model.save(paths["out"])
+    save_atomically(best_model, paths["out"])
     state = json.loads(paths["state"].read_text())
     state["temperature"] = temperature
     state["calibration"] = calibration
@@ -309,7 +318,7 @@ def finish(paths: dict, calib_split: Split, objective: str, undo: float = 1.0) -
     from app.training.card import write_card  # heavy plotting imports only at the end
 
     card = write_card(paths["out"], state, calib_split)
-    print(json.dumps({k: card[k] for k in ("accuracy", "macro_f1", "ece") if k in card}), flush=True)
+    print_headline(card)
     return state
 
 

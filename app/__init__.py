@@ -19,6 +19,7 @@ def create_app(config: dict | None = None) -> Flask:
     from app.config import Config, finalize
     from app.extensions import load_model, socketio
     from app.live import bp as live_bp
+    from app.live import events as live_events
     from app.upload import bp as upload_bp
 
     settings = Config.from_env()
@@ -39,7 +40,11 @@ def create_app(config: dict | None = None) -> Flask:
         message_queue=app.config["SOCKETIO_MESSAGE_QUEUE"],
         cors_allowed_origins=app.config["CORS_ALLOWED_ORIGINS"],
         max_http_buffer_size=app.config["MAX_FRAME_BYTES"] + 4096,
+        # Handlers run on the connection's own reading thread: they are quick (the frame handler
+        # hands analyses to a background task), and a flood of frames then starts no thread per frame.
+        async_handlers=False,
     )
+    live_events.install(app)
     errors.init_app(app)
     security.init_app(app)  # headers; behind TRUSTED_PROXIES proxies, the client's address and scheme
     app.register_blueprint(main.bp)

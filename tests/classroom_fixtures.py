@@ -196,3 +196,20 @@ def postgres_server():
 def postgres_url(postgres_server) -> str:
     """A fresh, empty PostgreSQL database for one test."""
     return postgres_server.new_database()
+
+
+def send_frame(sc, seq: int, image: bytes, timeout: float = 15.0) -> dict:
+    """Emit a ``frame`` from a Flask-SocketIO test client and wait for its answer, as the page does.
+
+    Frames are analysed in a background task, so the answer (``faces`` or
+    ``frame_error``) comes a little later; events of other names received
+    meanwhile are dropped. Returns ``{"name", "args"}`` of the answer.
+    """
+    sc.emit("frame", {"seq": seq, "image": image})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for event in sc.get_received():
+            if event["name"] in ("faces", "frame_error") and event["args"][0].get("seq") == seq:
+                return event
+        time.sleep(0.01)
+    raise AssertionError(f"frame {seq} was not answered within {timeout} s")

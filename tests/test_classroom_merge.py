@@ -262,6 +262,7 @@ def test_the_service_pushes_one_merged_summary_only_where_it_leads(capp, teacher
                                                                    faces_dir):
     import cv2
 
+    from tests.classroom_fixtures import send_frame
     from tests.imagegen import encode, fit_frame
 
     service = capp.extensions["classroom"]
@@ -273,7 +274,7 @@ def test_the_service_pushes_one_merged_summary_only_where_it_leads(capp, teacher
         session_id, _ = service.student_of(socketio.server.manager.sid_from_eio_sid(sc.eio_sid, "/"))
         frame = encode(fit_frame(cv2.imread(str(faces_dir / "obama.jpg"))), ".jpg", quality=70)
         for seq in range(3):
-            sc.emit("frame", {"seq": seq, "image": frame})
+            send_frame(sc, seq, frame)
         # Another process serves Zoe, and it claimed the session's leadership first.
         elsewhere = ClassAggregate(session_id, teacher.code, "Biology 7B", aggregate_only=False,
                                    settings=service.settings, started=time.time() - 60)

@@ -8,7 +8,7 @@ import pytest
 
 from app.classroom.service import NAMESPACE
 from app.extensions import socketio
-from tests.classroom_fixtures import classroom_app, create_class, join, register
+from tests.classroom_fixtures import classroom_app, create_class, join, register, send_frame
 from tests.imagegen import encode, fit_frame
 
 STUDENT_AUTH = {"classroom": "student"}
@@ -44,10 +44,8 @@ def events(sc, name, namespace=None):
 
 
 def send_frames(sc, frame, n=3):
-    for seq in range(n):
-        sc.emit("frame", {"seq": seq, "image": frame})
-    got = events(sc, "faces")
-    assert len(got) == n and all(len(e["args"][0]["faces"]) == 1 for e in got)
+    got = [send_frame(sc, seq, frame) for seq in range(n)]
+    assert all(e["name"] == "faces" and len(e["args"][0]["faces"]) == 1 for e in got), got
 
 
 def dashboard(open_, teacher):
@@ -164,7 +162,7 @@ def test_ending_the_session_stops_everything(capp, teacher, student, sockets, fr
     assert events(sc, "classroom_ended")
     assert service.student_of(sid_of(sc)) is None
     # Frames sent after the end count nowhere, and no more summaries are pushed.
-    sc.emit("frame", {"seq": 9, "image": frame})
+    assert send_frame(sc, 9, frame)["name"] == "faces"  # analysed and answered, but counted nowhere
     service.tick(force=True)
     assert events(board, "mood", NAMESPACE) == []
     # What was sent before the end was stored.

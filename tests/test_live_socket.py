@@ -113,3 +113,24 @@ def test_failing_work_does_not_wedge_the_stream():
         submit(stream, 1, b"x", boom)
     assert stream.busy is False
     assert submit(stream, 2, b"x", lambda s, i: None) is True
+
+
+def test_frames_are_taken_on_the_reading_thread_and_only_an_idle_stream_starts_a_task(app, frame, monkeypatch):
+    """A flood costs no thread per frame: handlers run inline, and a busy stream's frames only replace the waiting one."""
+    from app.extensions import socketio
+    from app.live import events
+
+    assert socketio.server.async_handlers is False
+    started = []
+    monkeypatch.setattr(socketio, "start_background_task", lambda *args, **kwargs: started.append(args))
+    try:
+        for seq in range(1, 6):
+            events.handle_frame(app, "sid-flood", {"seq": seq, "image": frame})
+        stream = events.streams.get("sid-flood")
+        assert len(started) == 1  # the first frame found the stream idle; the others found it busy
+        # The task has not run yet: frame 1 waited too, and each newer frame replaced the one waiting.
+        assert (stream.received, stream.superseded, stream.pending[0]) == (5, 4, 5)
+        events._drain(*started[0][1:])  # the task: analyses the newest waiting frame, then goes idle
+        assert (stream.analysed, stream.busy, stream.pending) == (1, False, None)
+    finally:
+        events.streams.close("sid-flood")

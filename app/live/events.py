@@ -11,12 +11,13 @@ be analysed; the connection stays usable.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from flask import current_app, request
 
 from app.concurrency import run_cpu
 from app.extensions import socketio
-from app.live.streams import StreamRegistry, submit
+from app.live.streams import Stream, StreamRegistry, drain, offer
 from app.vision.images import ImageError
 from app.vision.pipeline import StreamAnalyzer
 
@@ -87,43 +88,61 @@ def on_disconnect(*_args):
                   stream.received, stream.analysed, stream.superseded, stream.errors)
 
 
-@socketio.on("frame")
-def on_frame(data=None, *_extra):
+def handle_frame(app, sid: str, data=None) -> None:
     """Analyse a frame; answers ``faces`` (or ``frame_error``) with the same seq.
+
+    Registered with the Socket.IO server itself (``install``), not through
+    Flask-SocketIO: it needs no request context or session, and a flooding
+    client sends hundreds of frames a second. It runs on the connection's
+    reading thread (``async_handlers=False``) and only puts the frame in the
+    stream's mailbox, so a frame that replaces a waiting one costs no thread;
+    the analysis loop runs in a background task, started when the stream was
+    idle.
 
     The answers go straight to the client, never through the message queue
     (``ignore_queue``): the client is connected to this very process, so the
     live stream neither waits for Redis nor stops when Redis is away.
     """
-    sid = request.sid
-    app = current_app._get_current_object()
     seq, image, error = validate_frame(data)
     if error:
         socketio.emit("frame_error", {"seq": seq, "error": error}, to=sid, ignore_queue=True)
         return
     stream = streams.open(sid, _analyzer_factory(app))
-    mode = app.config["ASYNC_MODE"]
+    if offer(stream, seq, image):  # the stream was idle: start its analysis loop
+        max_fps = float(app.config.get("STREAM_MAX_FPS") or 0)
+        socketio.start_background_task(_drain, app, sid, stream, 1.0 / max_fps if max_fps > 0 else 0.0)
 
-    def work(frame_seq: int, frame: bytes) -> None:
+
+def _drain(app, sid: str, stream: Stream, min_interval: float) -> None:
+    """A stream's analysis loop, on its own thread (green thread under eventlet), in the app's context."""
+    with app.app_context():
+        drain(stream, partial(_analyse, app.config["ASYNC_MODE"], sid, stream),
+              min_interval=min_interval, sleep=socketio.sleep)
+
+
+def _analyse(mode: str, sid: str, stream: Stream, frame_seq: int, frame: bytes) -> None:
+    """Analyse one frame of a stream, answer it, and tell the frame listeners."""
+    try:
+        result = run_cpu(mode, stream.analyzer.process, frame)
+    except ImageError as exc:
+        stream.errors += 1
+        socketio.emit("frame_error", {"seq": frame_seq, "error": str(exc)}, to=sid, ignore_queue=True)
+        return
+    except Exception:  # a bug must not kill the stream; log it and tell the client
+        stream.errors += 1
+        log.exception("frame %s of %s failed", frame_seq, sid)
+        socketio.emit("frame_error", {"seq": frame_seq, "error": "internal error analysing the frame"}, to=sid,
+                      ignore_queue=True)
+        return
+    socketio.emit("faces", {"seq": frame_seq, "faces": result["faces"], "timings_ms": result["timings_ms"],
+                            "superseded": stream.superseded}, to=sid, ignore_queue=True)
+    for listener in frame_listeners:
         try:
-            result = run_cpu(mode, stream.analyzer.process, frame)
-        except ImageError as exc:
-            stream.errors += 1
-            socketio.emit("frame_error", {"seq": frame_seq, "error": str(exc)}, to=sid, ignore_queue=True)
-            return
-        except Exception:  # a bug must not kill the stream; log it and tell the client
-            stream.errors += 1
-            log.exception("frame %s of %s failed", frame_seq, sid)
-            socketio.emit("frame_error", {"seq": frame_seq, "error": "internal error analysing the frame"}, to=sid,
-                          ignore_queue=True)
-            return
-        socketio.emit("faces", {"seq": frame_seq, "faces": result["faces"], "timings_ms": result["timings_ms"],
-                                "superseded": stream.superseded}, to=sid, ignore_queue=True)
-        for listener in frame_listeners:
-            try:
-                listener(sid, stream, result)
-            except Exception:
-                log.exception("frame listener %r failed", listener)
+            listener(sid, stream, result)
+        except Exception:
+            log.exception("frame listener %r failed", listener)
 
-    max_fps = float(app.config.get("STREAM_MAX_FPS") or 0)
-    submit(stream, seq, image, work, min_interval=1.0 / max_fps if max_fps > 0 else 0.0, sleep=socketio.sleep)
+
+def install(app) -> None:
+    """Register ``frame`` with ``app``'s Socket.IO server; call after ``socketio.init_app(app)``."""
+    socketio.server.on("frame", lambda sid, data=None, *_extra: handle_frame(app, sid, data), namespace="/")

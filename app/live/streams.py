@@ -57,15 +57,13 @@ class StreamRegistry:
             return len(self._streams)
 
 
-def submit(stream: Stream, seq: int, image: bytes, work: Callable[[int, bytes], Any], *,
-           min_interval: float = 0.0, sleep: Callable[[float], Any] = time.sleep) -> bool:
-    """Run ``work(seq, image)`` for this frame and any newer ones that arrive meanwhile.
+def offer(stream: Stream, seq: int, image: bytes) -> bool:
+    """Put a frame in the stream's mailbox; True when the caller must now ``drain`` it.
 
-    Returns False when the stream was busy: the frame then waits, replacing
-    (superseding) any older waiting frame, and the busy caller picks it up.
-    ``min_interval``: seconds between the starts of two analyses of this
-    stream; a frame that comes sooner waits (``sleep``, green under eventlet)
-    in the mailbox, where newer frames still replace it.
+    Cheap and never blocking, so the server calls it on the connection's own
+    reading thread for every frame, flood or not: when the stream is busy the
+    frame replaces (supersedes) any older waiting frame and the analysis loop
+    already running picks it up; only an idle stream needs a new ``drain``.
     """
     with stream.mutex:
         stream.received += 1
@@ -75,7 +73,23 @@ def submit(stream: Stream, seq: int, image: bytes, work: Callable[[int, bytes], 
             stream.pending = (seq, image)
             return False
         stream.busy = True
-    current: tuple[int, bytes] | None = (seq, image)
+        stream.pending = (seq, image)
+        return True
+
+
+def drain(stream: Stream, work: Callable[[int, bytes], Any], *,
+          min_interval: float = 0.0, sleep: Callable[[float], Any] = time.sleep) -> None:
+    """Run ``work(seq, image)`` on the waiting frame, and on each newer one that arrives meanwhile.
+
+    Called once per ``offer`` that returned True; marks the stream idle when
+    no frame waits. ``min_interval``: seconds between the starts of two
+    analyses of this stream; a frame that comes sooner waits (``sleep``, green
+    under eventlet) in the mailbox, where newer frames still replace it.
+    """
+    with stream.mutex:
+        current, stream.pending = stream.pending, None
+        if current is None:  # nothing offered: leave the stream idle rather than busy forever
+            stream.busy = False
     try:
         while current is not None:
             wait = stream.last_start + min_interval - time.monotonic()
@@ -96,4 +110,16 @@ def submit(stream: Stream, seq: int, image: bytes, work: Callable[[int, bytes], 
         with stream.mutex:
             stream.busy = False
         raise
+
+
+def submit(stream: Stream, seq: int, image: bytes, work: Callable[[int, bytes], Any], *,
+           min_interval: float = 0.0, sleep: Callable[[float], Any] = time.sleep) -> bool:
+    """``offer`` the frame and, when the stream was idle, ``drain`` it on this thread.
+
+    Returns False when the stream was busy (the frame waits for the loop
+    already running).
+    """
+    if not offer(stream, seq, image):
+        return False
+    drain(stream, work, min_interval=min_interval, sleep=sleep)
     return True

@@ -174,7 +174,7 @@ def test_stream_max_fps_paces_analyses_and_the_newest_frame_still_wins():
     threads = []
     t_end = time.monotonic() + 1.0
     seq = 0
-    while time.monotonic() < t_end:  # 1 s of frames every 2 ms, each in its own thread as the server does
+    while time.monotonic() < t_end:  # 1 s of frames every 2 ms, each from its own thread
         th = threading.Thread(target=submit, args=(stream, seq, b"x", work), kwargs={"min_interval": 0.1})
         th.start()
         threads.append(th)

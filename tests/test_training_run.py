@@ -188,3 +188,20 @@ def test_recalibrate_refits_the_temperature_without_training(data, tmp_path):
 def test_recalibrate_without_a_finished_run_is_a_clear_error(data, tmp_path, capsys):
     assert train.main(argv(data, tmp_path, "--recalibrate")) == 2
     assert "--recalibrate: no finished run" in capsys.readouterr().err
+
+
+def test_precision_auto_uses_bfloat16_only_where_it_runs_natively():
+    avx2 = {"fpu", "sse2", "avx", "avx2", "fma"}
+    assert train.resolve_precision("auto", cpu_flags=avx2, gpu=False) == "fp32"  # emulated: ~10x slower
+    assert train.resolve_precision("auto", cpu_flags=avx2 | {"avx512f", "avx512_bf16"}, gpu=False) == "bf16"
+    assert train.resolve_precision("auto", cpu_flags=avx2 | {"amx_bf16", "amx_tile"}, gpu=False) == "bf16"
+    assert train.resolve_precision("auto", cpu_flags=set(), gpu=True) == "bf16"
+    assert train.resolve_precision("bf16", cpu_flags=avx2, gpu=False) == "bf16"  # an explicit choice stands
+    assert train.parse_args(["--data", "x"]).precision == "auto"
+
+
+def test_the_card_records_the_precision_the_run_used(data, tmp_path):
+    args = [a for a in argv(data, tmp_path, "--epochs", "1") if a not in ("--precision", "fp32")]
+    assert train.main(args) == 0
+    card = json.loads((tmp_path / "models" / "tiny.json").read_text())
+    assert card["training"]["hyperparameters"]["precision"] == train.resolve_precision("auto")

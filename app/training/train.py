@@ -52,7 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--val-split", type=float, default=0.0,
                    help="carve this fraction of train as validation (default: use PublicTest when present)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N shuffled training images (smoke runs)")
-    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="mixed bfloat16 or plain float32 training")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="mixed bfloat16 or plain float32 training; auto (default): bf16 where the hardware runs "
+                        "it natively (a GPU, or a CPU with AVX512-BF16 or AMX), else fp32")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--init-from", metavar="MODEL",
                    help="start from the weights of a trained .keras model with the same layers (fine-tuning); "
@@ -224,6 +226,24 @@ def _parent_summary(card_path: Path) -> dict | None:
             "training": card.get("training")}
 
 
+def resolve_precision(choice: str, cpu_flags: set[str] | None = None, gpu: bool | None = None) -> str:
+    """``--precision``: "auto" becomes "bf16" only where bfloat16 runs natively.
+
+    Without native support (a CPU with AVX2 but no AVX512-BF16/AMX) bfloat16 is
+    emulated and an epoch takes about ten times longer than in float32.
+    """
+    if choice != "auto":
+        return choice
+    if gpu is None:
+        gpu = bool(tf.config.list_physical_devices("GPU"))
+    if cpu_flags is None:
+        try:
+            cpu_flags = set(Path("/proc/cpuinfo").read_text().split())
+        except OSError:
+            cpu_flags = set()
+    return "bf16" if gpu or cpu_flags & {"avx512_bf16", "amx_bf16"} else "fp32"
+
+
 def record_command(argv) -> str:
     """The command line that ran this training, for the run record and the model card."""
     return " ".join(["python -m app.training.train"] + list(sys.argv[1:] if argv is None else argv))
@@ -235,6 +255,9 @@ def train(args, argv=None) -> dict:
     paths["run"].mkdir(parents=True, exist_ok=True)
     paths["out"].parent.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
+    if args.precision == "auto":
+        args.precision = resolve_precision(args.precision)
+        print(f"precision: {args.precision} (auto)", flush=True)
     if args.precision == "bf16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
 

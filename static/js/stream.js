@@ -134,6 +134,8 @@ export class LiveStream {
     this.capture.toBlob(async (blob) => {
       if (!blob || !this.running || !this.socket) { this.inFlight = null; return; }
       const image = await blob.arrayBuffer();
+      // stop() or disconnect() may have come while the bytes were read (a session ended, say).
+      if (!this.running || !this.socket) { this.inFlight = null; return; }
       this.socket.emit("frame", { seq, image });
       clearTimeout(this.timer);
       this.timer = setTimeout(() => {          // the answer never came: move on

@@ -24,10 +24,11 @@ from app.vision.pipeline import StreamAnalyzer
 log = logging.getLogger("moodlens.live")
 streams = StreamRegistry()
 
-# Hooks other features (the classroom) register, called inside the handler:
-#   connect_listeners:    hook(sid, auth) -> may return False to refuse the connection
-#   disconnect_listeners: hook(sid)
-#   frame_listeners:      hook(sid, stream, result), after ``faces`` was sent
+# Hooks other features (the classroom) register:
+#   connect_listeners:    hook(sid, auth) -> may return False to refuse the connection (in the handler)
+#   disconnect_listeners: hook(sid) (in the handler)
+#   frame_listeners:      hook(sid, stream, result), after ``faces`` was sent (in the stream's analysis
+#                         task, with an app context but no request context)
 connect_listeners: list = []
 disconnect_listeners: list = []
 frame_listeners: list = []

@@ -131,12 +131,15 @@ class Checkpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         score = logs.get("val_accuracy", logs.get("accuracy", 0.0))
-        if score > self.best:
+        best = score > self.best
+        keep = self.args_record.get("keep_epochs")
+        shipped = inference_copy(self.model, self.arch) if best or keep else None  # one copy serves both
+        if best:
             self.best = float(score)
-            save_atomically(inference_copy(self.model, self.arch), self.paths["out"])
+            save_atomically(shipped, self.paths["out"])
             print(f"\nepoch {epoch + 1}: best so far ({score:.4f}), saved {self.paths['out']}", flush=True)
-        if self.args_record.get("keep_epochs"):
-            inference_copy(self.model, self.arch).save(str(self.paths["epoch"]).format(epoch + 1))
+        if keep:
+            save_atomically(shipped, Path(str(self.paths["epoch"]).format(epoch + 1)))
         save_atomically(self.model, self.paths["last"])
         state = {"epoch": epoch + 1, "best": self.best, "best_metric": "val_accuracy", "args": self.args_record}
         self.paths["state"].write_text(json.dumps(state, indent=2))

@@ -47,12 +47,17 @@ class EmotionModel:
         from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
         fn = tf.function(lambda x: keras_model(x, training=False))
+
+        def compiled(size: int):
+            spec = tf.TensorSpec((size, INPUT_SIZE, INPUT_SIZE, 1), tf.float32)
+            frozen = convert_variables_to_constants_v2(fn.get_concrete_function(spec))
+            # A frozen function takes only flat inputs: called directly, each call first fails to bind its
+            # argument and formats the whole input tensor into the error text (about 2 ms, holding the GIL).
+            # Wrapped in a function with a signature, the argument binds and the graph is the same.
+            return tf.function(lambda x: frozen(x), input_signature=[spec]).get_concrete_function()
+
         # One frozen concrete function per batch size, traced now: the hot path never retraces.
-        self._fns = {
-            size: convert_variables_to_constants_v2(
-                fn.get_concrete_function(tf.TensorSpec((size, INPUT_SIZE, INPUT_SIZE, 1), tf.float32)))
-            for size in self.batch_sizes
-        }
+        self._fns = {size: compiled(size) for size in self.batch_sizes}
         self.warm_up()
 
     @classmethod

@@ -203,6 +203,46 @@ def test_local_redetection_follows_a_moving_face(photos):
     assert detector.detect_near(np.full_like(gray, 90), [box]) == [None]
 
 
+def test_detectors_are_lent_not_reloaded_per_thread(photos, model, monkeypatch):
+    """A stream analysed on a fresh thread per frame loads its cascade once, and no detector runs in two threads."""
+    import threading
+
+    from app.vision import pipeline
+
+    loaded, in_use, overlaps = [], set(), []
+
+    class Counting(FaceDetector):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            loaded.append(self)
+
+        def detect(self, gray):
+            if self in in_use:
+                overlaps.append(self)
+            in_use.add(self)
+            try:
+                return super().detect(gray)
+            finally:
+                in_use.discard(self)
+
+    monkeypatch.setattr(pipeline, "FaceDetector", Counting)
+    monkeypatch.setattr(pipeline, "detectors", pipeline.DetectorPool())
+    frame = encode(fit_frame(cv2.imdecode(np.frombuffer(photos["obama.jpg"], np.uint8), cv2.IMREAD_COLOR)), ".jpg")
+    stream = StreamAnalyzer(model, max_bytes=10**7, max_pixels=10**7, full_scan_every=1)
+    for _ in range(4):  # one frame per thread, one after another: as a live stream that is idle between frames
+        t = threading.Thread(target=stream.process, args=(frame,))
+        t.start()
+        t.join()
+    assert len(loaded) == 1
+    streams = [StreamAnalyzer(model, max_bytes=10**7, max_pixels=10**7, full_scan_every=1) for _ in range(4)]
+    threads = [threading.Thread(target=lambda s=s: [s.process(frame) for _ in range(3)]) for s in streams]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps == [] and 1 <= len(loaded) <= len(threads)
+
+
 # --- tracking and streams --------------------------------------------------------
 
 def test_tracker_keeps_ids_and_smooths():
@@ -272,3 +312,14 @@ def test_served_graphs_are_frozen_and_give_the_keras_models_output(model):
     faces = np.random.default_rng(5).random((3, 48, 48, 1), dtype=np.float32)
     expected = np.asarray(model.keras_model(faces, training=False))
     np.testing.assert_allclose(plain.predict(faces), expected, atol=1e-5)
+
+
+def test_a_prediction_binds_its_input_without_formatting_it(model, monkeypatch):
+    """The hot path never builds a binding-error text (it formats the whole input tensor, ~2 ms holding the GIL)."""
+    from tensorflow.python.framework import ops
+
+    formatted = []
+    original = ops._EagerTensorBase.__repr__
+    monkeypatch.setattr(ops._EagerTensorBase, "__repr__", lambda t: formatted.append(t.shape) or original(t))
+    model.predict(np.random.default_rng(6).random((2, 48, 48, 1), dtype=np.float32))
+    assert formatted == []

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -15,17 +17,35 @@ from app.vision.tracking import FaceTracker
 # Stills get a more thorough scan than live frames: larger copy, smaller faces.
 STILL_SETTINGS = DetectorSettings(scan_width=640, min_face=32, scale_factor=1.1, min_neighbors=8)
 
-_local = threading.local()
+class DetectorPool:
+    """Loaded face detectors, each lent to one thread at a time.
+
+    An OpenCV cascade must not run in two threads at once, and loading one
+    costs about 25 ms, so detectors are kept and lent rather than made per
+    thread: a live stream's analysis runs on a fresh thread whenever the stream
+    was idle. The pool holds as many detectors per settings as were ever in
+    use at once.
+    """
+
+    def __init__(self):
+        self._idle: dict[DetectorSettings, list[FaceDetector]] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def borrow(self, settings: DetectorSettings) -> Iterator[FaceDetector]:
+        with self._lock:
+            idle = self._idle.setdefault(settings, [])
+            detector = idle.pop() if idle else None
+        if detector is None:
+            detector = FaceDetector(settings)
+        try:
+            yield detector
+        finally:
+            with self._lock:
+                self._idle[settings].append(detector)
 
 
-def _detector(settings: DetectorSettings) -> FaceDetector:
-    """A detector per thread and settings (OpenCV cascades are not shared across threads)."""
-    cache = getattr(_local, "detectors", None)
-    if cache is None:
-        cache = _local.detectors = {}
-    if settings not in cache:
-        cache[settings] = FaceDetector(settings)
-    return cache[settings]
+detectors = DetectorPool()
 
 
 def _ms(t0: float) -> float:
@@ -50,7 +70,8 @@ def analyze_image(image: DecodedImage, model: EmotionModel, max_faces: int = 32,
                   settings: DetectorSettings = STILL_SETTINGS) -> dict:
     """Every face of a still image: ``{"faces": [...], "width", "height", "timings_ms"}``."""
     t0 = time.perf_counter()
-    boxes = _detector(settings).detect(image.gray)[:max_faces]
+    with detectors.borrow(settings) as detector:
+        boxes = detector.detect(image.gray)[:max_faces]
     t_detect = _ms(t0)
     t1 = time.perf_counter()
     probs = classify(model, image.gray, boxes)
@@ -79,16 +100,16 @@ class StreamAnalyzer:
         self._since_full = 0
 
     def _find_faces(self, gray: np.ndarray) -> list[Box]:
-        detector = _detector(self.settings)
-        visible = [t.box for t in self.tracker.visible()]
-        if visible and self._since_full < self.full_scan_every:
-            found = detector.detect_near(gray, visible)
-            # Every tracked face found again, and no two on the same face: skip the full scan.
-            if all(b is not None for b in found) and len(suppress_overlaps(found)) == len(found):  # type: ignore[arg-type]
-                self._since_full += 1
-                return found  # type: ignore[return-value]
-        self._since_full = 1
-        return detector.detect(gray)[: self.max_faces]
+        with detectors.borrow(self.settings) as detector:
+            visible = [t.box for t in self.tracker.visible()]
+            if visible and self._since_full < self.full_scan_every:
+                found = detector.detect_near(gray, visible)
+                # Every tracked face found again, and no two on the same face: skip the full scan.
+                if all(b is not None for b in found) and len(suppress_overlaps(found)) == len(found):  # type: ignore[arg-type]
+                    self._since_full += 1
+                    return found  # type: ignore[return-value]
+            self._since_full = 1
+            return detector.detect(gray)[: self.max_faces]
 
     def process(self, data: bytes) -> dict:
         """Decode, detect, classify and track one JPEG frame.

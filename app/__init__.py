@@ -20,6 +20,7 @@ def create_app(config: dict | None = None) -> Flask:
     from app.extensions import load_model, socketio
     from app.live import bp as live_bp
     from app.live import events as live_events
+    from app.live import transport as live_transport
     from app.upload import bp as upload_bp
 
     settings = Config.from_env()
@@ -45,6 +46,7 @@ def create_app(config: dict | None = None) -> Flask:
         async_handlers=False,
     )
     live_events.install(app)
+    live_transport.install(socketio)
     errors.init_app(app)
     security.init_app(app)  # headers; behind TRUSTED_PROXIES proxies, the client's address and scheme
     app.register_blueprint(main.bp)

@@ -134,3 +134,24 @@ def test_frames_are_taken_on_the_reading_thread_and_only_an_idle_stream_starts_a
         assert (stream.analysed, stream.busy, stream.pending) == (1, False, None)
     finally:
         events.streams.close("sid-flood")
+
+
+def test_threading_websockets_read_a_frame_in_few_chunks(app, monkeypatch):
+    """Threading mode reads each WebSocket 64 KiB at a time (simple-websocket's 4 KiB made a frame a dozen reads)."""
+    import simple_websocket
+
+    from app.extensions import socketio
+    from app.live.transport import RECEIVE_BYTES
+
+    opened = []
+
+    class Recorder:
+        def __init__(self, environ, **kwargs):
+            opened.append(kwargs)
+            raise simple_websocket.ConnectionError()
+
+    monkeypatch.setattr(simple_websocket, "Server", Recorder)
+    ws = socketio.server.eio._async["websocket"](lambda ws: None, socketio.server.eio)
+    with pytest.raises(simple_websocket.ConnectionError):
+        ws({}, lambda *a: None)
+    assert opened == [{"receive_bytes": RECEIVE_BYTES}] and RECEIVE_BYTES >= 64 * 1024

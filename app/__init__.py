@@ -22,6 +22,7 @@ def create_app(config: dict | None = None) -> Flask:
     from app.live import events as live_events
     from app.live import transport as live_transport
     from app.upload import bp as upload_bp
+    from app.vision.emotions import set_op_threads
 
     settings = Config.from_env()
     settings.update(config or {})
@@ -33,6 +34,9 @@ def create_app(config: dict | None = None) -> Flask:
     app.json.sort_keys = False  # keep emotions in label order
     logging_setup.init_app(app)
 
+    if not set_op_threads(app.config["TF_INTRA_OP_THREADS"]):
+        app.logger.warning("TF_INTRA_OP_THREADS=%s not applied: TensorFlow was already running in this process",
+                           app.config["TF_INTRA_OP_THREADS"])
     app.extensions["emotion_model"] = load_model(app.config["MODEL_PATH"], app.config["MODEL_TTA"])
 
     socketio.init_app(

@@ -83,6 +83,9 @@ class Config:
     SESSION_COOKIE_SECURE: bool | None = None
     ANALYZE_RATE_LIMIT = "30 per minute; 300 per hour"
     RATELIMIT_SWALLOW_ERRORS = True  # rate-limit storage (Redis) away: log it and let requests through
+    # Threads one TensorFlow op may use (0: TensorFlow's default, one per core). With one, ops of
+    # several streams run side by side instead of each splitting its work over busy cores.
+    TF_INTRA_OP_THREADS = 1
     STREAM_MAX_FPS = 30.0  # analyses per second per live client at most (camera speed; 0: no cap); newest frame wins
     TRUSTED_PROXIES = 0
     TESTING = False
@@ -126,6 +129,7 @@ class Config:
             "SESSION_COOKIE_SECURE": _bool(env.get("SESSION_COOKIE_SECURE"), cls.SESSION_COOKIE_SECURE),
             "ANALYZE_RATE_LIMIT": env.get("ANALYZE_RATE_LIMIT") or cls.ANALYZE_RATE_LIMIT,
             "STREAM_MAX_FPS": _float("STREAM_MAX_FPS", cls.STREAM_MAX_FPS),
+            "TF_INTRA_OP_THREADS": _int("TF_INTRA_OP_THREADS", cls.TF_INTRA_OP_THREADS),
             "RATELIMIT_SWALLOW_ERRORS": _bool(env.get("RATELIMIT_SWALLOW_ERRORS"), cls.RATELIMIT_SWALLOW_ERRORS),
             "TRUSTED_PROXIES": _int("TRUSTED_PROXIES", cls.TRUSTED_PROXIES),
         }
@@ -148,6 +152,8 @@ def finalize(cfg: dict) -> dict:
                           "random characters (openssl rand -hex 32)")
     if float(cfg.get("STREAM_MAX_FPS", Config.STREAM_MAX_FPS)) < 0:
         raise ConfigError("STREAM_MAX_FPS must be 0 (no cap) or a positive number of frames per second")
+    if int(cfg.get("TF_INTRA_OP_THREADS", Config.TF_INTRA_OP_THREADS)) < 0:
+        raise ConfigError("TF_INTRA_OP_THREADS must be 0 (TensorFlow's default: one per core) or a number of threads")
     if int(cfg.get("TRUSTED_PROXIES", 0)) < 0:
         raise ConfigError("TRUSTED_PROXIES must be 0 (clients connect directly) or the number of proxies in front")
     origins = cfg.get("CORS_ALLOWED_ORIGINS")

@@ -28,3 +28,35 @@ def test_server_refuses_to_start_without_a_usable_model(tmp_path, mode, problem,
     assert line is not None and message in line and str(model) in line, output
     assert "Traceback" not in output
     assert server.proc is None
+
+
+def test_tensorflow_op_threads_are_set_before_the_first_op_and_fixed_after():
+    """``set_op_threads`` applies before TensorFlow runs anything, and says so when it is too late."""
+    import subprocess
+    import sys
+
+    script = (
+        "import tensorflow as tf\n"
+        "from app.vision.emotions import set_op_threads\n"
+        "assert set_op_threads(1) and tf.config.threading.get_intra_op_parallelism_threads() == 1\n"
+        "tf.constant(1.0) + 1.0\n"
+        "assert set_op_threads(1) and not set_op_threads(2)\n"
+        "assert tf.config.threading.get_intra_op_parallelism_threads() == 1\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_the_app_sets_tensorflow_op_threads_from_its_configuration(monkeypatch):
+    from app.config import ConfigError
+    from app.vision import emotions
+    from tests.conftest import make_app
+
+    asked = []
+    monkeypatch.setattr(emotions, "set_op_threads", lambda n: asked.append(n) or True)
+    make_app()
+    make_app(TF_INTRA_OP_THREADS=0)
+    assert asked == [1, 0]  # one thread per op by default
+    with pytest.raises(ConfigError, match="TF_INTRA_OP_THREADS"):
+        make_app(TF_INTRA_OP_THREADS=-1)

@@ -22,6 +22,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 
 
+def set_op_threads(n: int) -> bool:
+    """Let each TensorFlow op use ``n`` threads (0: TensorFlow's default, one per core).
+
+    Takes effect only before TensorFlow's first op in this process; after it
+    the setting is fixed: returns False (and changes nothing) when it differs.
+    """
+    import tensorflow as tf
+
+    if tf.config.threading.get_intra_op_parallelism_threads() == n:
+        return True
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+    except RuntimeError:  # TensorFlow is already running in this process
+        return False
+    return True
+
+
 class ModelLoadError(RuntimeError):
     """The model file is missing, unreadable or of the wrong shape."""
 

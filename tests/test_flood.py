@@ -32,8 +32,8 @@ from tests.live_clients import Probe
 
 pytestmark = pytest.mark.slow
 
-PHASE_SECONDS = 4.0
-ROUNDS = 3
+PHASE_SECONDS = 3.0
+ROUNDS = 6  # many short interleaved phases: a burst of the machine's other load falls into all three alike
 FLOOD_FPS = 300
 
 

@@ -1,8 +1,8 @@
 """analyze(image) -> faces with box, label and scores; and the per-stream variant."""
 from __future__ import annotations
 
-import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,6 +17,7 @@ from app.vision.tracking import FaceTracker
 # Stills get a more thorough scan than live frames: larger copy, smaller faces.
 STILL_SETTINGS = DetectorSettings(scan_width=640, min_face=32, scale_factor=1.1, min_neighbors=8)
 
+
 class DetectorPool:
     """Loaded face detectors, each lent to one thread at a time.
 
@@ -24,25 +25,27 @@ class DetectorPool:
     costs about 25 ms, so detectors are kept and lent rather than made per
     thread: a live stream's analysis runs on a fresh thread whenever the stream
     was idle. The pool holds as many detectors per settings as were ever in
-    use at once.
+    use at once. No lock: ``deque.append`` and ``deque.pop`` are atomic, in
+    native threads and green ones alike (under eventlet, analyses run in
+    native pool threads while ``threading.Lock`` is green).
     """
 
     def __init__(self):
-        self._idle: dict[DetectorSettings, list[FaceDetector]] = {}
-        self._lock = threading.Lock()
+        self._idle: dict[DetectorSettings, deque[FaceDetector]] = {}
 
     @contextmanager
     def borrow(self, settings: DetectorSettings) -> Iterator[FaceDetector]:
-        with self._lock:
-            idle = self._idle.setdefault(settings, [])
-            detector = idle.pop() if idle else None
-        if detector is None:
+        idle = self._idle.get(settings)
+        if idle is None:
+            idle = self._idle.setdefault(settings, deque())
+        try:
+            detector = idle.pop()
+        except IndexError:
             detector = FaceDetector(settings)
         try:
             yield detector
         finally:
-            with self._lock:
-                self._idle[settings].append(detector)
+            idle.append(detector)
 
 
 detectors = DetectorPool()

@@ -31,7 +31,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from app.training.data import DataError, load_dataset  # noqa: E402
-from app.training.train import calibrate, print_headline, save_atomically  # noqa: E402
+from app.training.train import calibrate, run_card_command, save_atomically  # noqa: E402
 
 
 def reestimate_batchnorm(model: keras.Model, x: np.ndarray, batch_size: int = 256, verbose: int = 1) -> int:
@@ -157,14 +157,7 @@ def build(args, argv=None) -> dict:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        card = build(args, argv)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print_headline(card)
-    return 0
+    return run_card_command(build, parse_args(argv), argv)
 
 
 if __name__ == "__main__":

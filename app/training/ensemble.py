@@ -25,7 +25,7 @@ import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
 from app.training.data import DataError, load_dataset  # noqa: E402
-from app.training.train import calibrate, print_headline, save_atomically  # noqa: E402
+from app.training.train import calibrate, run_card_command, save_atomically  # noqa: E402
 from app.vision.preprocess import EMOTIONS, INPUT_SIZE  # noqa: E402
 
 
@@ -115,14 +115,7 @@ def build(args, argv=None) -> dict:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        card = build(args, argv)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print_headline(card)
-    return 0
+    return run_card_command(build, parse_args(argv), argv)
 
 
 if __name__ == "__main__":

@@ -121,6 +121,17 @@ def print_headline(card: dict) -> None:
     print(json.dumps({k: card[k] for k in ("accuracy", "macro_f1", "ece") if k in card}), flush=True)
 
 
+def run_card_command(build, args, argv=None) -> int:
+    """A model-making command's exit: ``build(args, argv)`` returns the card; a DataError is a clear error, exit 2."""
+    try:
+        card = build(args, argv)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print_headline(card)
+    return 0
+
+
 class Checkpoint(keras.callbacks.Callback):
     """Every epoch: save the resumable checkpoint, and the best model by val accuracy."""
 

@@ -31,7 +31,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from app.training.data import DataError, load_dataset  # noqa: E402
-from app.training.train import calibrate, run_card_command, save_atomically  # noqa: E402
+from app.training.train import calibrate, record_command, run_card_command, save_atomically  # noqa: E402
 
 
 def reestimate_batchnorm(model: keras.Model, x: np.ndarray, batch_size: int = 256, verbose: int = 1) -> int:
@@ -139,7 +139,7 @@ def build(args, argv=None) -> dict:
     save_atomically(model, args.out)
     print(f"saved {args.out}; temperature {calibration['temperature']:.3f}", flush=True)
 
-    command = " ".join(["python -m app.training.average"] + list(sys.argv[1:] if argv is None else argv))
+    command = record_command(argv, "app.training.average")
     record = {
         **run,
         "averaged": {

@@ -25,7 +25,7 @@ import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
 from app.training.data import DataError, load_dataset  # noqa: E402
-from app.training.train import calibrate, run_card_command, save_atomically  # noqa: E402
+from app.training.train import calibrate, record_command, run_card_command, save_atomically  # noqa: E402
 from app.vision.preprocess import EMOTIONS, INPUT_SIZE  # noqa: E402
 
 
@@ -99,7 +99,7 @@ def build(args, argv=None) -> dict:
     save_atomically(model, args.out)
     print(f"fused {len(members)} members into {args.out}; temperature {calibration['temperature']:.3f}", flush=True)
 
-    command = " ".join(["python -m app.training.ensemble"] + list(sys.argv[1:] if argv is None else argv))
+    command = record_command(argv, "app.training.ensemble")
     state = {
         "epoch": None, "best": None,
         "temperature": calibration["temperature"], "calibration": calibration,

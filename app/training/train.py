@@ -258,9 +258,9 @@ def resolve_precision(choice: str, cpu_flags: set[str] | None = None, gpu: bool 
     return "bf16" if gpu or cpu_flags & {"avx512_bf16", "amx_bf16"} else "fp32"
 
 
-def record_command(argv) -> str:
-    """The command line that ran this training, for the run record and the model card."""
-    return " ".join(["python -m app.training.train"] + list(sys.argv[1:] if argv is None else argv))
+def record_command(argv, module: str = "app.training.train") -> str:
+    """The command line that ran ``module`` (this training by default), for the run record and the model card."""
+    return " ".join([f"python -m {module}"] + list(sys.argv[1:] if argv is None else argv))
 
 
 def train(args, argv=None) -> dict:

@@ -54,6 +54,7 @@ test-fast: setup-dev
 bench: setup-dev
 	$(PY) -m benchmarks.pipeline
 	$(PY) -m benchmarks.socket_roundtrip
+	$(PY) -m benchmarks.flood
 
 ## Soak: 8 clients at 10 frames/s for 10 minutes; throughput, latency, drops, errors, server memory.
 load: setup-dev

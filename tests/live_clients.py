@@ -214,3 +214,77 @@ class Streamer(threading.Thread):
         self.stop_event.set()
         if self.ident is not None:
             self.join(5)
+
+
+class Paced:
+    """A client that streams as the page does: one frame in flight, the next after the answer.
+
+    At most ``fps`` frames per second (0: the next frame as soon as the answer comes).
+    ``run`` records each round trip in ``latencies`` (ms).
+    """
+
+    def __init__(self, url: str, frames: list[bytes], fps: float):
+        self.probe = Probe(url).connect()
+        self.frames, self.fps = frames, fps
+        self.latencies: list[float] = []
+        self._answer = threading.Event()
+        self._expect = -1
+        self.probe.sio.on("faces", self._on_faces)
+        self.probe.sio.on("frame_error", lambda msg: self._answer.set())
+
+    def _on_faces(self, msg):
+        if msg.get("seq") == self._expect:
+            self._answer.set()
+
+    def run(self, seconds: float, record: bool = True) -> None:
+        deadline = time.monotonic() + seconds
+        seq = 0
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            self._answer.clear()
+            self._expect = seq
+            self.probe.emit("frame", {"seq": seq, "image": self.frames[seq % len(self.frames)]})
+            if not self._answer.wait(10):
+                raise AssertionError("a frame of a well-behaved client was not answered within 10 s")
+            if record:
+                self.latencies.append((time.monotonic() - started) * 1000)
+            seq += 1
+            if self.fps:
+                time.sleep(max(0.0, 1 / self.fps - (time.monotonic() - started)))
+
+
+class Flooder:
+    """A client that sends ``fps`` frames per second without waiting for answers; keeps every answer."""
+
+    def __init__(self, url: str, frames: list[bytes], fps: float):
+        self.probe = Probe(url).connect()
+        self.frames, self.fps = frames, fps
+        self.sent = 0
+        self.flooding_seconds = 0.0
+        self.answers: list[tuple[float, dict]] = []
+        self.stopped_at: float | None = None
+        self.probe.sio.on("faces", lambda msg: self.answers.append((time.monotonic(), msg)))
+
+    def run(self, seconds: float) -> None:
+        started = time.monotonic()
+        deadline = started + seconds
+        interval = 1 / self.fps
+        next_at = started
+        while time.monotonic() < deadline:
+            self.probe.emit("frame", {"seq": self.sent, "image": self.frames[self.sent % len(self.frames)]})
+            self.sent += 1
+            next_at += interval
+            time.sleep(max(0.0, next_at - time.monotonic()))
+        self.stopped_at = time.monotonic()
+        self.flooding_seconds += self.stopped_at - started
+
+
+def beside(normal: Paced, neighbour_run, seconds: float) -> list[float]:
+    """``normal``'s round trips (ms) while ``neighbour_run(seconds)`` runs in another thread."""
+    normal.latencies = []
+    t = threading.Thread(target=neighbour_run, args=(seconds,))
+    t.start()
+    time.sleep(0.5)  # let the neighbour get going
+    normal.run(seconds - 1.0)
+    t.join(seconds + 30)
+    return list(normal.latencies)

@@ -28,6 +28,7 @@ import statistics
 import tempfile
 import time
 from contextlib import nullcontext
+from pathlib import Path
 
 import cv2
 
@@ -48,7 +49,7 @@ def cpu_seconds(pgid: int) -> float:
     ticks = 0
     for pid in group_pids(pgid):
         try:
-            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
@@ -108,6 +109,8 @@ def main(argv=None) -> None:
     p.add_argument("--phase-seconds", type=float, default=3.0, help="length of each condition in each round")
     p.add_argument("--flood-fps", type=float, default=300.0)
     args = p.parse_args(argv)
+    if args.rounds < 1 or args.flood_fps <= 0:
+        p.error("--rounds must be at least 1 and --flood-fps above 0")
     if args.phase_seconds < 2:
         p.error("--phase-seconds must be at least 2 (the neighbour gets 0.5 s to start, the measure 1 s less)")
 

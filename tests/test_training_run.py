@@ -73,6 +73,8 @@ def test_model_card_describes_the_run(trained, data):
     inference = card["inference"]
     assert inference["ms_per_face_median"] > 0 and inference["machine"]["cpu_count"] >= 1
     assert card["created"] and card["notes"] == []
+    hyper = card["training"]["hyperparameters"]
+    assert hyper["optimizer"] == "adamw" and "momentum" not in hyper and hyper["weight_decay"] == 0.02
 
 
 def test_resume_continues_from_the_checkpoint(data, tmp_path):
@@ -205,3 +207,48 @@ def test_the_card_records_the_precision_the_run_used(data, tmp_path):
     assert train.main(args) == 0
     card = json.loads((tmp_path / "models" / "tiny.json").read_text())
     assert card["training"]["hyperparameters"]["precision"] == train.resolve_precision("auto")
+
+
+def test_optimizer_choice_builds_adamw_by_default_or_nesterov_sgd():
+    adamw = train.make_optimizer(train.parse_args(["--data", "x"]), 1e-3)
+    assert type(adamw).__name__ == "AdamW" and adamw.weight_decay == pytest.approx(0.02)
+    args = train.parse_args(["--data", "x", "--optimizer", "sgd", "--momentum", "0.8", "--weight-decay", "1e-3"])
+    sgd = train.make_optimizer(args, 1e-2)
+    assert type(sgd).__name__ == "SGD" and sgd.nesterov and sgd.momentum == pytest.approx(0.8)
+    assert sgd.weight_decay == pytest.approx(1e-3)
+
+
+def test_unknown_optimizer_is_refused(capsys):
+    with pytest.raises(SystemExit) as exc:
+        train.parse_args(["--data", "x", "--optimizer", "rmsprop"])
+    assert exc.value.code == 2 and "invalid choice: 'rmsprop'" in capsys.readouterr().err
+
+
+def test_sgd_run_records_its_optimizer_and_resumes_with_it(data, tmp_path):
+    import keras
+
+    sgd = ("--optimizer", "sgd", "--lr", "2e-2", "--weight-decay", "1e-3")
+    assert train.main(argv(data, tmp_path, "--epochs", "1", *sgd)) == 0
+    assert train.main(argv(data, tmp_path, "--epochs", "2", "--resume")) == 0
+    checkpoint = keras.models.load_model(tmp_path / "run" / "last.keras")
+    assert type(checkpoint.optimizer).__name__ == "SGD" and checkpoint.optimizer.nesterov
+    assert int(checkpoint.optimizer.iterations) == 2 * 5  # 280 faces in batches of 64, both epochs
+    card = json.loads((tmp_path / "models" / "tiny.json").read_text())
+    hyper = card["training"]["hyperparameters"]
+    assert hyper["optimizer"] == "sgd" and hyper["momentum"] == 0.9 and card["training"]["epochs_trained"] == 2
+
+
+def test_a_bfloat16_run_leaves_the_precision_policy_as_it_found_it(data, tmp_path):
+    import keras
+
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert train.main(argv(data, tmp_path / "bf16", "--epochs", "1", "--limit", "64", "--precision", "bf16")) == 0
+    assert keras.mixed_precision.global_policy().name == "float32"  # models built after it stay float32
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:  # and an explicit float32 run is float32 even where a bfloat16 policy was left set
+        assert train.main(argv(data, tmp_path / "fp32", "--epochs", "1", "--limit", "64")) == 0
+        checkpoint = keras.models.load_model(tmp_path / "fp32" / "run" / "last.keras")
+        assert checkpoint.get_layer("logits").dtype_policy.name == "float32"
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

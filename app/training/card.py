@@ -38,8 +38,18 @@ PREPROCESSING = (
     "grayscale, resize to 48x48 (cv2.INTER_AREA when shrinking, INTER_LINEAR when enlarging), "
     "scale to float32 in [0, 1]; FER-2013 images are already 48x48 face crops"
 )
-HYPERPARAMETERS = ("epochs", "batch_size", "lr", "warmup_epochs", "weight_decay", "label_smoothing",
-                   "augment", "val_split", "limit", "precision", "seed")
+HYPERPARAMETERS = ("epochs", "batch_size", "optimizer", "momentum", "lr", "warmup_epochs", "weight_decay",
+                   "label_smoothing", "augment", "val_split", "limit", "precision", "seed")
+# Runs recorded before ``--optimizer`` existed all trained with AdamW.
+HYPERPARAMETER_DEFAULTS = {"optimizer": "adamw"}
+
+
+def hyperparameters(args: dict) -> dict:
+    """The run's hyper-parameters; momentum only where the optimizer used it (SGD)."""
+    record = {k: args.get(k, HYPERPARAMETER_DEFAULTS.get(k)) for k in HYPERPARAMETERS}
+    if record["optimizer"] != "sgd":
+        record.pop("momentum")
+    return record
 
 
 def _file_sha256(path: Path) -> str:
@@ -205,7 +215,7 @@ def write_card(model_path, state: dict, val_split: Split, timing_calls: int = TI
             "val_checksum": args.get("val_checksum"),
             "n_train": args.get("n_train"),
             "n_val": args.get("n_val"),
-            "hyperparameters": {k: args.get(k) for k in HYPERPARAMETERS},
+            "hyperparameters": hyperparameters(args),
             "epochs_trained": state.get("epoch"),
             "best_epoch": None,
             "best_epoch_val_accuracy_no_tta": state.get("best"),

@@ -46,7 +46,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the cosine schedule")
     p.add_argument("--warmup-epochs", type=int, default=3)
-    p.add_argument("--weight-decay", type=float, default=0.02, help="AdamW decoupled weight decay")
+    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw",
+                   help="AdamW, or SGD with Nesterov momentum (default: %(default)s)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD's Nesterov momentum (default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=0.02,
+                   help="decoupled weight decay, scaled by the learning rate (default: %(default)s)")
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--augment", type=float, default=1.0, help="augmentation strength, 0 turns it off")
     p.add_argument("--val-split", type=float, default=0.0,
@@ -178,11 +182,19 @@ def make_schedule(lr: float, warmup_epochs: int, epochs: int, steps_per_epoch: i
     )
 
 
+def make_optimizer(args, schedule) -> keras.optimizers.Optimizer:
+    """AdamW (the default), or SGD with Nesterov momentum; both decay weights by ``lr * weight_decay``."""
+    if getattr(args, "optimizer", "adamw") == "sgd":
+        return keras.optimizers.SGD(learning_rate=schedule, momentum=args.momentum, nesterov=True,
+                                    weight_decay=args.weight_decay)
+    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=args.weight_decay)
+
+
 def build_compiled(args, steps_per_epoch: int) -> keras.Model:
     model = make_model(args.arch)
     schedule = make_schedule(args.lr, args.warmup_epochs, args.epochs, steps_per_epoch)
     model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=args.weight_decay),
+        optimizer=make_optimizer(args, schedule),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
         metrics=["accuracy"],
     )
@@ -264,7 +276,19 @@ def record_command(argv, module: str = "app.training.train") -> str:
 
 
 def train(args, argv=None) -> dict:
-    """Run (or resume) training; returns the final state record."""
+    """Run (or resume) training; returns the final state record.
+
+    The precision policy is Keras-global: it is set for the run and restored
+    after it, so later models built in the same process keep their own.
+    """
+    policy = keras.mixed_precision.global_policy()
+    try:
+        return _train(args, argv)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def _train(args, argv=None) -> dict:
     paths = run_paths(args)
     paths["run"].mkdir(parents=True, exist_ok=True)
     paths["out"].parent.mkdir(parents=True, exist_ok=True)
@@ -272,8 +296,7 @@ def train(args, argv=None) -> dict:
     if args.precision == "auto":
         args.precision = resolve_precision(args.precision)
         print(f"precision: {args.precision} (auto)", flush=True)
-    if args.precision == "bf16":
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if args.precision == "bf16" else "float32")
 
     t0 = time.time()
     train_split, val = load_dataset(args.data, args.val_split, args.seed)

@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -100,14 +101,21 @@ def make_dataset(split: Split, batch_size: int, seed: int, augment_strength: flo
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+@contextmanager
+def precision_policy(name: str):
+    """Keras's global precision policy set to ``name`` inside the block, and restored after it."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def inference_copy(model: keras.Model, arch: str) -> keras.Model:
     """A float32 copy of ``model`` with no optimizer, for shipping."""
-    policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
+    with precision_policy("float32"):
         clean = make_model(arch)
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
     clean.set_weights(model.get_weights())
     return clean
 
@@ -184,7 +192,7 @@ def make_schedule(lr: float, warmup_epochs: int, epochs: int, steps_per_epoch: i
 
 def make_optimizer(args, schedule) -> keras.optimizers.Optimizer:
     """AdamW (the default), or SGD with Nesterov momentum; both decay weights by ``lr * weight_decay``."""
-    if getattr(args, "optimizer", "adamw") == "sgd":
+    if args.optimizer == "sgd":
         return keras.optimizers.SGD(learning_rate=schedule, momentum=args.momentum, nesterov=True,
                                     weight_decay=args.weight_decay)
     return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=args.weight_decay)
@@ -281,11 +289,11 @@ def train(args, argv=None) -> dict:
     The precision policy is Keras-global: it is set for the run and restored
     after it, so later models built in the same process keep their own.
     """
-    policy = keras.mixed_precision.global_policy()
-    try:
+    if args.precision == "auto":
+        args.precision = resolve_precision(args.precision)
+        print(f"precision: {args.precision} (auto)", flush=True)
+    with precision_policy("mixed_bfloat16" if args.precision == "bf16" else "float32"):
         return _train(args, argv)
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
 
 
 def _train(args, argv=None) -> dict:
@@ -293,10 +301,6 @@ def _train(args, argv=None) -> dict:
     paths["run"].mkdir(parents=True, exist_ok=True)
     paths["out"].parent.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
-    if args.precision == "auto":
-        args.precision = resolve_precision(args.precision)
-        print(f"precision: {args.precision} (auto)", flush=True)
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if args.precision == "bf16" else "float32")
 
     t0 = time.time()
     train_split, val = load_dataset(args.data, args.val_split, args.seed)

@@ -244,11 +244,8 @@ def test_a_bfloat16_run_leaves_the_precision_policy_as_it_found_it(data, tmp_pat
     assert keras.mixed_precision.global_policy().name == "float32"
     assert train.main(argv(data, tmp_path / "bf16", "--epochs", "1", "--limit", "64", "--precision", "bf16")) == 0
     assert keras.mixed_precision.global_policy().name == "float32"  # models built after it stay float32
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:  # and an explicit float32 run is float32 even where a bfloat16 policy was left set
+    with train.precision_policy("mixed_bfloat16"):  # an explicit float32 run is float32 even so
         assert train.main(argv(data, tmp_path / "fp32", "--epochs", "1", "--limit", "64")) == 0
         checkpoint = keras.models.load_model(tmp_path / "fp32" / "run" / "last.keras")
         assert checkpoint.get_layer("logits").dtype_policy.name == "float32"
         assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
-    finally:
-        keras.mixed_precision.set_global_policy("float32")

@@ -155,3 +155,37 @@ def test_threading_websockets_read_a_frame_in_few_chunks(app, monkeypatch):
     with pytest.raises(simple_websocket.ConnectionError):
         ws({}, lambda *a: None)
     assert opened == [{"receive_bytes": RECEIVE_BYTES}] and RECEIVE_BYTES >= 64 * 1024
+
+
+def test_closing_a_websocket_whose_client_just_left_raises_nothing():
+    """The writer thread's close finds the socket closed by the reader thread (the client left): no traceback.
+
+    The interleaving that made a server log ``OSError: [Errno 9] Bad file descriptor`` from engineio's writer
+    thread, made deterministic: a real simple-websocket server over a socket pair, its reader thread held back,
+    and the socket closed (as that thread does when the client goes) after the connection counted as open.
+    """
+    import socket
+
+    import simple_websocket
+
+    from app.live.transport import LiveWebSocket
+
+    class HeldBack:  # the connection's reader thread, not started: this test plays its part
+        def __init__(self, target):
+            self.name = "reader"
+
+        def start(self):
+            pass
+
+    ours, theirs = socket.socketpair()
+    try:
+        environ = {"gunicorn.socket": ours, "HTTP_HOST": "localhost", "HTTP_UPGRADE": "websocket",
+                   "HTTP_CONNECTION": "Upgrade", "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==",
+                   "HTTP_SEC_WEBSOCKET_VERSION": "13"}
+        live = LiveWebSocket(lambda ws: None, None)
+        live.ws = simple_websocket.Server(environ, thread_class=HeldBack)
+        assert live.ws.connected and b"101 Switching Protocols" in theirs.recv(4096)
+        ours.close()  # the reader thread saw the client go, and closed the socket before marking it closed
+        live.close()  # engineio's writer thread, ending the session: raised OSError (EBADF) and died
+    finally:
+        theirs.close()

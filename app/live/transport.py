@@ -1,7 +1,12 @@
 """The WebSocket transport of the threading mode, read in chunks that fit a live frame."""
 from __future__ import annotations
 
+import logging
+
 from engineio.async_drivers._websocket_wsgi import SimpleWebSocketWSGI
+from simple_websocket import ConnectionClosed
+
+log = logging.getLogger(__name__)
 
 # simple-websocket reads 4 KiB at a time. A live frame is 20-60 KB, so each took a dozen reads and
 # as many passes of the frame parser: a client flooding 300 frames/s cost the server 0.21 of a core
@@ -11,11 +16,24 @@ RECEIVE_BYTES = 64 * 1024
 
 
 class LiveWebSocket(SimpleWebSocketWSGI):
-    """Engine.IO's threading WebSocket, reading ``RECEIVE_BYTES`` per call."""
+    """Engine.IO's threading WebSocket, reading ``RECEIVE_BYTES`` per call, closed quietly once the client has gone."""
 
     def __init__(self, handler, server, **kwargs):
         kwargs.setdefault("receive_bytes", RECEIVE_BYTES)
         super().__init__(handler, server, **kwargs)
+
+    def close(self):
+        """Send the close frame, unless the connection ended while this was being decided.
+
+        Engine.IO's writer thread closes the WebSocket when a session ends. If the client leaves at that
+        moment, simple-websocket's reader thread closes the socket between the writer's ``connected`` check
+        and its send of the close frame: the send fails with EBADF (or finds the connection closed), and the
+        writer thread died with a traceback in the server log. Nobody is left to receive the frame.
+        """
+        try:
+            super().close()
+        except (OSError, ConnectionClosed) as exc:
+            log.debug("WebSocket already closed when its close frame was sent: %r", exc)
 
 
 def install(socketio) -> bool:

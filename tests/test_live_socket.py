@@ -186,6 +186,6 @@ def test_closing_a_websocket_whose_client_just_left_raises_nothing():
         live.ws = simple_websocket.Server(environ, thread_class=HeldBack)
         assert live.ws.connected and b"101 Switching Protocols" in theirs.recv(4096)
         ours.close()  # the reader thread saw the client go, and closed the socket before marking it closed
-        live.close()  # engineio's writer thread, ending the session: raised OSError (EBADF) and died
+        live.close()  # as engineio's writer thread does when the session ends; unguarded, OSError (EBADF)
     finally:
         theirs.close()

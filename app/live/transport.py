@@ -1,4 +1,4 @@
-"""The WebSocket transport of the threading mode, read in chunks that fit a live frame."""
+"""The threading mode's WebSocket: read in chunks that fit a live frame, closed quietly once the client has gone."""
 from __future__ import annotations
 
 import logging
@@ -27,8 +27,9 @@ class LiveWebSocket(SimpleWebSocketWSGI):
 
         Engine.IO's writer thread closes the WebSocket when a session ends. If the client leaves at that
         moment, simple-websocket's reader thread closes the socket between the writer's ``connected`` check
-        and its send of the close frame: the send fails with EBADF (or finds the connection closed), and the
-        writer thread died with a traceback in the server log. Nobody is left to receive the frame.
+        and its send of the close frame. The send then fails with EBADF (or finds the connection closed), and
+        unguarded, the writer thread would die with a traceback in the server log. Nobody is left to receive
+        the frame, so the failure is logged at debug level only.
         """
         try:
             super().close()

@@ -1,13 +1,13 @@
-"""Augmentation keeps shape, dtype and range, and really changes the images."""
+"""Augmentation keeps shape, dtype and range, and really changes the images; MixUp blends faces and labels alike."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from app.training.augment import augment_batch, make_augmenter
+from app.training.augment import augment_batch, make_augmenter, make_mixer, mix_batch
 from app.training.data import Split
-from app.training.train import make_dataset
+from app.training.train import make_dataset, precision_policy
 from tests.fersynth import synthetic_face
 
 
@@ -42,3 +42,32 @@ def test_training_pipeline_augments_in_graph_mode(faces):
     assert x.shape == (8, 48, 48, 1) and x.dtype == tf.float32
     assert 0.0 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) <= 1.0
     assert y.shape == (8, 7) and np.allclose(y.numpy().sum(axis=1), 1.0)
+
+
+def test_mixup_blends_each_face_and_its_label_with_the_same_partner_and_weight():
+    # Seven flat faces, one per emotion, each with its own gray level: a mixed face's
+    # gray level must then be its mixed label's weights applied to those levels.
+    levels = np.linspace(0.1, 0.9, 7, dtype=np.float32)
+    faces = np.broadcast_to(levels[:, None, None, None], (7, 48, 48, 1)).copy()
+    labels = np.eye(7, dtype=np.float32)
+    x, y = mix_batch(make_mixer(seed=3, alpha=0.4), tf.constant(faces), tf.constant(labels))
+    x, y = x.numpy(), y.numpy()
+    assert x.shape == faces.shape and x.dtype == np.float32 and y.shape == (7, 7) and y.dtype == np.float32
+    assert np.allclose(y.sum(axis=1), 1.0, atol=1e-6) and 0.0 <= x.min() and x.max() <= 1.0
+    assert ((y > 1e-3).sum(axis=1) == 2).sum() >= 5  # most faces really are blends of two
+    assert np.allclose(x[:, 0, 0, 0], y @ levels, atol=1e-5)
+    assert np.allclose(x, x[:, :1, :1, :], atol=1e-6)  # the same blend over the whole face
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_training_pipeline_mixes_labels_only_when_asked(faces, policy):
+    split = Split(faces, np.arange(len(faces)) % 7)
+    with precision_policy(policy):  # a bfloat16 run feeds bfloat16 faces to MixUp
+        _, plain = next(iter(make_dataset(split, batch_size=16, seed=0, augment_strength=1.0, shuffle=True)))
+        x, mixed = next(iter(make_dataset(split, batch_size=16, seed=0, augment_strength=1.0, shuffle=True,
+                                          mixup=0.4)))
+    assert ((plain.numpy() > 0).sum(axis=1) == 1).all()  # one-hot without --mixup
+    assert ((mixed.numpy() > 1e-3).sum(axis=1) == 2).mean() >= 0.5
+    assert np.allclose(mixed.numpy().sum(axis=1), 1.0, atol=1e-6) and mixed.dtype == tf.float32
+    assert x.shape == (16, 48, 48, 1)
+    assert 0.0 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) <= 1.0

@@ -75,6 +75,7 @@ def test_model_card_describes_the_run(trained, data):
     assert card["created"] and card["notes"] == []
     hyper = card["training"]["hyperparameters"]
     assert hyper["optimizer"] == "adamw" and "momentum" not in hyper and hyper["weight_decay"] == 0.02
+    assert hyper["mixup"] == 0.0
 
 
 def test_resume_continues_from_the_checkpoint(data, tmp_path):
@@ -236,6 +237,23 @@ def test_sgd_run_records_its_optimizer_and_resumes_with_it(data, tmp_path):
     card = json.loads((tmp_path / "models" / "tiny.json").read_text())
     hyper = card["training"]["hyperparameters"]
     assert hyper["optimizer"] == "sgd" and hyper["momentum"] == 0.9 and card["training"]["epochs_trained"] == 2
+
+
+def test_mixup_run_records_its_alpha_and_resumes_with_it(data, tmp_path, monkeypatch):
+    used = []
+    real = train.make_dataset
+
+    def recording(*args, **kwargs):
+        used.append(kwargs.get("mixup", 0.0))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "make_dataset", recording)
+    assert train.main(argv(data, tmp_path, "--epochs", "1", "--mixup", "0.3")) == 0
+    assert train.main(argv(data, tmp_path, "--epochs", "2", "--resume")) == 0  # --mixup not repeated
+    assert used == [0.3, 0.0, 0.3, 0.0]  # training set mixed, PublicTest not; both commands
+    card = json.loads((tmp_path / "models" / "tiny.json").read_text())
+    assert card["training"]["hyperparameters"]["mixup"] == 0.3 and card["training"]["epochs_trained"] == 2
+    assert len(log_rows(tmp_path)) == 2
 
 
 def test_a_bfloat16_run_leaves_the_precision_policy_as_it_found_it(data, tmp_path):

@@ -1,4 +1,4 @@
-"""Data augmentation for 48x48 gray faces, applied to whole batches in tf.data."""
+"""Data augmentation for 48x48 gray faces, applied to whole batches in tf.data; MixUp of faces and labels."""
 from __future__ import annotations
 
 import keras
@@ -29,3 +29,20 @@ def make_augmenter(seed: int = 0, strength: float = 1.0) -> keras.Sequential:
 def augment_batch(augmenter: keras.Sequential, x: tf.Tensor) -> tf.Tensor:
     """Augment one batch and clip back to [0, 1]."""
     return tf.clip_by_value(augmenter(x, training=True), 0.0, 1.0)
+
+
+def make_mixer(seed: int = 0, alpha: float = 0.2) -> keras.layers.MixUp:
+    """MixUp: each face blended with another face of its batch, and its one-hot label likewise.
+
+    The weight of each pair is drawn from Beta(alpha, alpha): a small alpha
+    keeps most faces nearly whole, 1.0 blends them uniformly. It computes in
+    float32 whatever Keras's global precision policy (a bfloat16 training run
+    would otherwise mix bfloat16 faces with float32 weights, which fails).
+    """
+    return keras.layers.MixUp(alpha=alpha, seed=seed, dtype="float32")
+
+
+def mix_batch(mixer: keras.layers.MixUp, x: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mix one batch of faces in [0, 1] and their one-hot labels; the labels' rows still sum to 1."""
+    mixed = mixer({"images": x, "labels": labels}, training=True)
+    return tf.cast(mixed["images"], x.dtype), tf.cast(mixed["labels"], labels.dtype)

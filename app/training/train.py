@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from app.training.architectures import make_model  # noqa: E402
-from app.training.augment import augment_batch, make_augmenter  # noqa: E402
+from app.training.augment import augment_batch, make_augmenter, make_mixer, mix_batch  # noqa: E402
 from app.training.data import DataError, Split, load_dataset  # noqa: E402
 from app.training.evaluate import view_logits  # noqa: E402
 from app.training.metrics import cross_validated_ece, fit_temperature  # noqa: E402
@@ -54,6 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="decoupled weight decay, scaled by the learning rate (default: %(default)s)")
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--augment", type=float, default=1.0, help="augmentation strength, 0 turns it off")
+    p.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+                   help="MixUp after augmentation: blend each training face and its label with another's, "
+                        "weights from Beta(ALPHA, ALPHA); 0 (the default) turns it off, 0.2-0.4 is usual")
     p.add_argument("--val-split", type=float, default=0.0,
                    help="carve this fraction of train as validation (default: use PublicTest when present)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N shuffled training images (smoke runs)")
@@ -89,7 +92,9 @@ def run_paths(args) -> dict[str, Path]:
     }
 
 
-def make_dataset(split: Split, batch_size: int, seed: int, augment_strength: float, shuffle: bool):
+def make_dataset(split: Split, batch_size: int, seed: int, augment_strength: float, shuffle: bool,
+                 mixup: float = 0.0):
+    """Batches of (faces, one-hot labels): augmented when ``augment_strength`` > 0, then mixed when ``mixup`` > 0."""
     y = keras.utils.to_categorical(split.y, len(EMOTIONS)).astype("float32")
     ds = tf.data.Dataset.from_tensor_slices((split.x, y))
     if shuffle:
@@ -98,6 +103,9 @@ def make_dataset(split: Split, batch_size: int, seed: int, augment_strength: flo
     if augment_strength > 0:
         augmenter = make_augmenter(seed, augment_strength)
         ds = ds.map(lambda x, t: (augment_batch(augmenter, x), t), num_parallel_calls=tf.data.AUTOTUNE)
+    if mixup > 0:
+        mixer = make_mixer(seed + 7, mixup)
+        ds = ds.map(lambda x, t: mix_batch(mixer, x, t), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -352,7 +360,8 @@ def _train(args, argv=None) -> dict:
             paths["log"].unlink()
     model.summary(print_fn=lambda s, **_: print(s), line_length=100) if args.verbose else None
 
-    train_ds = make_dataset(train_split, args.batch_size, args.seed, args.augment, shuffle=True)
+    train_ds = make_dataset(train_split, args.batch_size, args.seed, args.augment, shuffle=True,
+                            mixup=record.get("mixup", 0.0))
     val_ds = make_dataset(val, 256, args.seed, 0, shuffle=False) if val is not None else None
     callbacks = [
         LearningRateLog(),

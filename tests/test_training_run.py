@@ -239,21 +239,32 @@ def test_sgd_run_records_its_optimizer_and_resumes_with_it(data, tmp_path):
     assert hyper["optimizer"] == "sgd" and hyper["momentum"] == 0.9 and card["training"]["epochs_trained"] == 2
 
 
-def test_mixup_run_records_its_alpha_and_resumes_with_it(data, tmp_path, monkeypatch):
+def test_resume_keeps_the_runs_data_settings_and_says_so(data, tmp_path, monkeypatch, capsys):
+    import keras
+
     used = []
     real = train.make_dataset
 
-    def recording(*args, **kwargs):
-        used.append(kwargs.get("mixup", 0.0))
-        return real(*args, **kwargs)
+    def recording(split, batch_size, seed, augment_strength, shuffle, mixup=0.0):
+        if shuffle:  # the training set, not PublicTest
+            used.append((len(split), batch_size, seed, augment_strength, mixup))
+        return real(split, batch_size, seed, augment_strength, shuffle, mixup)
 
     monkeypatch.setattr(train, "make_dataset", recording)
-    assert train.main(argv(data, tmp_path, "--epochs", "1", "--mixup", "0.3")) == 0
-    assert train.main(argv(data, tmp_path, "--epochs", "2", "--resume")) == 0  # --mixup not repeated
-    assert used == [0.3, 0.0, 0.3, 0.0]  # training set mixed, PublicTest not; both commands
+    first = ("--augment", "0.5", "--mixup", "0.3", "--limit", "200", "--seed", "5")
+    assert train.main(argv(data, tmp_path, "--epochs", "1", *first)) == 0
+    capsys.readouterr()
+    assert train.main(argv(data, tmp_path, "--epochs", "2", "--resume", "--batch-size", "32", "--augment", "0")) == 0
+    assert used == [(200, 64, 5, 0.5, 0.3)] * 2  # --mixup and the rest not repeated, --batch-size and --augment ignored
+    out = capsys.readouterr().out
+    assert "--resume: the run keeps --batch-size 64 (this command asked for 32)" in out
+    assert "--resume: the run keeps --augment 0.5 (this command asked for 0.0)" in out
+    assert "--resume: the run keeps --mixup 0.3 (this command asked for 0.0)" in out
+    assert int(keras.models.load_model(tmp_path / "run" / "last.keras").optimizer.iterations) == 2 * 4
     card = json.loads((tmp_path / "models" / "tiny.json").read_text())
-    assert card["training"]["hyperparameters"]["mixup"] == 0.3 and card["training"]["epochs_trained"] == 2
-    assert len(log_rows(tmp_path)) == 2
+    hyper = card["training"]["hyperparameters"]
+    assert (hyper["mixup"], hyper["augment"], hyper["batch_size"]) == (0.3, 0.5, 64)
+    assert card["training"]["epochs_trained"] == 2 and len(log_rows(tmp_path)) == 2
 
 
 def test_a_bfloat16_run_leaves_the_precision_policy_as_it_found_it(data, tmp_path):

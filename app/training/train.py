@@ -67,7 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--init-from", metavar="MODEL",
                    help="start from the weights of a trained .keras model with the same layers (fine-tuning); "
                         "a calibration temperature recorded in its card is undone first")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the run folder's last checkpoint, with the run's first data settings "
+                        "(--batch-size, --augment, --mixup, --val-split, --limit, --seed)")
     p.add_argument("--keep-epochs", action="store_true",
                    help="also keep every epoch's weights as RUN_DIR/epoch-NNN.keras (for app.training.average)")
     p.add_argument("--calibrate-for", choices=["ece", "nll"], default="ece",
@@ -76,6 +78,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="no training: refit the temperature of the finished run's model and rewrite its card")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress output")
     return p.parse_args(argv)
+
+
+# What the training data looks like to a run: fixed by its first command (``keep_run_settings``).
+RUN_SETTINGS = ("batch_size", "augment", "mixup", "val_split", "limit", "seed")
 
 
 def run_paths(args) -> dict[str, Path]:
@@ -304,10 +310,29 @@ def train(args, argv=None) -> dict:
         return _train(args, argv)
 
 
+def keep_run_settings(args, recorded: dict) -> None:
+    """``--resume``: the run keeps its first command's data settings, so its card stays true.
+
+    A resuming command that asks for others is told so; settings recorded
+    before they existed keep the resuming command's (their defaults).
+    """
+    for key in RUN_SETTINGS:
+        if key in recorded and getattr(args, key) != recorded[key]:
+            print(f"--resume: the run keeps --{key.replace('_', '-')} {recorded[key]} "
+                  f"(this command asked for {getattr(args, key)})", flush=True)
+            setattr(args, key, recorded[key])
+
+
 def _train(args, argv=None) -> dict:
     paths = run_paths(args)
     paths["run"].mkdir(parents=True, exist_ok=True)
     paths["out"].parent.mkdir(parents=True, exist_ok=True)
+    state = None
+    if args.resume and not args.recalibrate:
+        if not paths["last"].is_file() or not paths["state"].is_file():
+            raise DataError(f"--resume: no checkpoint in {paths['run']} (expected last.keras and state.json)")
+        state = json.loads(paths["state"].read_text())
+        keep_run_settings(args, state["args"])
     keras.utils.set_random_seed(args.seed)
 
     t0 = time.time()
@@ -337,10 +362,7 @@ def _train(args, argv=None) -> dict:
     record["n_train"], record["n_val"] = len(train_split), len(val) if val else 0
 
     initial_epoch, best = 0, -1.0
-    if args.resume:
-        if not paths["last"].is_file() or not paths["state"].is_file():
-            raise DataError(f"--resume: no checkpoint in {paths['run']} (expected last.keras and state.json)")
-        state = json.loads(paths["state"].read_text())
+    if state is not None:
         model = keras.models.load_model(paths["last"])
         initial_epoch, best = state["epoch"], state["best"]
         planned = state["args"]["epochs"]
@@ -361,7 +383,7 @@ def _train(args, argv=None) -> dict:
     model.summary(print_fn=lambda s, **_: print(s), line_length=100) if args.verbose else None
 
     train_ds = make_dataset(train_split, args.batch_size, args.seed, args.augment, shuffle=True,
-                            mixup=record.get("mixup", 0.0))
+                            mixup=args.mixup)
     val_ds = make_dataset(val, 256, args.seed, 0, shuffle=False) if val is not None else None
     callbacks = [
         LearningRateLog(),

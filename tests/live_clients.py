@@ -13,6 +13,7 @@ import time
 
 import requests
 import socketio
+import websocket
 
 CSRF_FIELD = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 PASSWORD = "correct horse battery"
@@ -87,8 +88,12 @@ class Probe:
             self.http.cookies.set(name, value)
         # engine.io's client sends ``headers`` with the handshake only; the session sends them with every request.
         self.http.headers.update(self.headers)
+        # Every WebSocket the client opens, so that close() releases them all: when the server drops a
+        # connection, engine.io's client leaves its socket open and a reconnect replaces it without closing it.
+        self.websockets: list[websocket.WebSocket] = []
         self.sio = socketio.Client(reconnection=reconnection, reconnection_delay=0.2, reconnection_delay_max=1,
-                                   randomization_factor=0, handle_sigint=False, http_session=self.http)
+                                   randomization_factor=0, handle_sigint=False, http_session=self.http,
+                                   websocket_extra_options={"class_": self._new_websocket})
         self.connects = 0
         self.disconnects = 0
         self.connect_errors: list = []  # the server's reasons for refusing a connection
@@ -97,6 +102,12 @@ class Probe:
             self.sio.on("connect", self._connected, namespace=ns)
             self.sio.on("disconnect", self._disconnected, namespace=ns)
             self.sio.on("connect_error", self._refused, namespace=ns)
+
+    def _new_websocket(self, *args, **kwargs) -> websocket.WebSocket:
+        """``websocket.create_connection``'s ``class_``: a plain WebSocket, remembered."""
+        ws = websocket.WebSocket(*args, **kwargs)
+        self.websockets.append(ws)
+        return ws
 
     def _any(self, event, namespace, *args):
         self.events.put((event, namespace, args[0] if len(args) == 1 else args))
@@ -125,12 +136,11 @@ class Probe:
         except Exception:  # already gone with its server
             pass
         self.sio.shutdown()
-        ws = getattr(self.sio.eio, "ws", None)
-        try:
-            if ws is not None:
+        for ws in self.websockets:  # the last connection's, and those of connections dropped before a reconnect
+            try:
                 ws.shutdown()  # close() does nothing once the server has dropped the connection
-        except Exception:
-            pass
+            except Exception:
+                pass
         self.http.close()
 
     def emit(self, event: str, data=None, namespace: str = "/") -> None:

@@ -19,11 +19,7 @@ from tests.imagegen import encode, fit_frame
 from tests.live_clients import Probe, Streamer, student, teacher
 from tests.services import cluster_factory, pausable_postgres, redis_server  # noqa: F401  (fixtures)
 
-pytestmark = [
-    pytest.mark.slow,
-    # python-engineio's client leaves the socket of a failed reconnect attempt (server down) unclosed.
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture

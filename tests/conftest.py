@@ -1,6 +1,7 @@
 """Shared fixtures: the app with the shipped model, its clients, test images."""
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -51,6 +52,18 @@ def make_app(**overrides):
     config = {"TESTING": True, "SECRET_KEY": "test-secret", "MODEL_PATH": str(MODEL), "DATABASE_URL": "sqlite://"}
     config.update(overrides)
     return create_app(config)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _finalise_what_the_module_left():
+    """Whatever a test module left unclosed (a socket, a file) is finalised when the module ends.
+
+    Its ResourceWarning, an error in this suite, is then reported against the
+    last test of the module that leaked it, not against whichever later test
+    happens to run the garbage collector.
+    """
+    yield
+    gc.collect()
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from __future__ import annotations
 import gc
 import threading
 import time
-import warnings
 
 import cv2
 import pytest
@@ -86,12 +85,7 @@ def test_a_flooding_client_builds_no_backlog_and_gets_camera_speed_at_most(serve
     finally:
         for client in (normal.probe, flooder.probe):
             client.close()
-        # Whatever a failed run left open is finalised here rather than failing the next test. A full
-        # collection also finalises what earlier tests of this process left for it; those are not this
-        # test's to report, so their ResourceWarnings are not turned into errors here.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            gc.collect()
+        gc.collect()  # whatever a failed run left open is reported here, not by the next test
     assert "Traceback" not in server.log_text()
 
 

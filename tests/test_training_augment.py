@@ -1,11 +1,11 @@
-"""Augmentation keeps shape, dtype and range, and really changes the images; MixUp blends faces and labels alike."""
+"""Augmentation keeps shape, dtype and range, and really changes the images; MixUp and CutMix mix faces and labels alike."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from app.training.augment import augment_batch, make_augmenter, make_mixer, mix_batch
+from app.training.augment import augment_batch, make_augmenter, make_cutter, make_mixer, mix_batch
 from app.training.data import Split
 from app.training.train import make_dataset, precision_policy
 from tests.fersynth import synthetic_face
@@ -59,15 +59,42 @@ def test_mixup_blends_each_face_and_its_label_with_the_same_partner_and_weight()
     assert np.allclose(x, x[:, :1, :1, :], atol=1e-6)  # the same blend over the whole face
 
 
+def test_cutmix_pastes_a_rectangle_of_one_partner_and_weighs_labels_by_its_area():
+    # Flat faces again: each mixed face holds its own level outside one rectangle and
+    # its partner's inside it, and its label gives each the share of pixels it kept.
+    levels = np.linspace(0.1, 0.9, 7, dtype=np.float32)
+    faces = np.broadcast_to(levels[:, None, None, None], (7, 48, 48, 1)).copy()
+    labels = np.eye(7, dtype=np.float32)
+    x, y = mix_batch(make_cutter(seed=5, alpha=1.0), tf.constant(faces), tf.constant(labels))
+    x, y = x.numpy(), y.numpy()
+    assert x.dtype == np.float32 and y.dtype == np.float32 and np.allclose(y.sum(axis=1), 1.0, atol=1e-6)
+    pasted = 0
+    for i in range(7):
+        kinds = [j for j in range(7) if np.isclose(x[i], levels[j], atol=1e-6).any()]
+        assert i in kinds and len(kinds) <= 2  # its own face and at most one partner
+        if len(kinds) == 1:  # drawn as its own partner, or a patch too thin for a pixel
+            assert y[i, i] > 0.95
+            continue
+        partner = kinds[1 - kinds.index(i)]
+        inside = np.argwhere(np.isclose(x[i, ..., 0], levels[partner], atol=1e-6))
+        (top, left), (bottom, right) = inside.min(axis=0), inside.max(axis=0)
+        assert len(inside) == (bottom - top + 1) * (right - left + 1)  # one filled rectangle
+        share = len(inside) / 48 ** 2
+        assert abs(y[i, partner] - share) < 0.05 and abs(y[i, i] - (1 - share)) < 0.05
+        pasted += 1
+    assert pasted >= 4  # most faces really got a patch
+
+
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
-def test_training_pipeline_mixes_labels_only_when_asked(faces, policy):
+@pytest.mark.parametrize("mixing", [{"mixup": 0.4}, {"cutmix": 1.0}])
+def test_training_pipeline_mixes_labels_only_when_asked(faces, policy, mixing):
     split = Split(faces, np.arange(len(faces)) % 7)
-    with precision_policy(policy):  # a bfloat16 run feeds bfloat16 faces to MixUp
+    with precision_policy(policy):  # a bfloat16 run feeds bfloat16 faces to MixUp and CutMix
         _, plain = next(iter(make_dataset(split, batch_size=16, seed=0, augment_strength=1.0, shuffle=True)))
         x, mixed = next(iter(make_dataset(split, batch_size=16, seed=0, augment_strength=1.0, shuffle=True,
-                                          mixup=0.4)))
+                                          **mixing)))
     assert ((plain.numpy() > 0).sum(axis=1) == 1).all()  # one-hot without --mixup
-    assert ((mixed.numpy() > 1e-3).sum(axis=1) == 2).mean() >= 0.5
+    assert ((mixed.numpy() > 1e-3).sum(axis=1) == 2).mean() >= 0.4
     assert np.allclose(mixed.numpy().sum(axis=1), 1.0, atol=1e-6) and mixed.dtype == tf.float32
     assert x.shape == (16, 48, 48, 1)
     assert 0.0 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) <= 1.0

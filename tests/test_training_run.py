@@ -75,7 +75,7 @@ def test_model_card_describes_the_run(trained, data):
     assert card["created"] and card["notes"] == []
     hyper = card["training"]["hyperparameters"]
     assert hyper["optimizer"] == "adamw" and "momentum" not in hyper and hyper["weight_decay"] == 0.02
-    assert hyper["mixup"] == 0.0
+    assert hyper["mixup"] == 0.0 and hyper["cutmix"] == 0.0
 
 
 def test_resume_continues_from_the_checkpoint(data, tmp_path):
@@ -225,6 +225,18 @@ def test_unknown_optimizer_is_refused(capsys):
     assert exc.value.code == 2 and "invalid choice: 'rmsprop'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flags, message", [
+    (("--mixup", "-0.2"), "--mixup must be 0 (off) or a positive ALPHA, not -0.2"),
+    (("--cutmix", "1.5"), "--cutmix must be 0 (off) or an ALPHA up to 1, not 1.5"),
+    (("--mixup", "0.2", "--cutmix", "1.0"), "--mixup and --cutmix are alternatives: give one of them"),
+])
+def test_mixing_settings_out_of_range_or_together_are_refused(flags, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        train.parse_args(["--data", "x", *flags])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert train.parse_args(["--data", "x", "--cutmix", "1.0"]).cutmix == 1.0
+
+
 def test_sgd_run_records_its_optimizer_and_resumes_with_it(data, tmp_path):
     import keras
 
@@ -245,17 +257,17 @@ def test_resume_keeps_the_runs_data_settings_and_says_so(data, tmp_path, monkeyp
     used = []
     real = train.make_dataset
 
-    def recording(split, batch_size, seed, augment_strength, shuffle, mixup=0.0):
+    def recording(split, batch_size, seed, augment_strength, shuffle, mixup=0.0, cutmix=0.0):
         if shuffle:  # the training set, not PublicTest
-            used.append((len(split), batch_size, seed, augment_strength, mixup))
-        return real(split, batch_size, seed, augment_strength, shuffle, mixup)
+            used.append((len(split), batch_size, seed, augment_strength, mixup, cutmix))
+        return real(split, batch_size, seed, augment_strength, shuffle, mixup, cutmix)
 
     monkeypatch.setattr(train, "make_dataset", recording)
     first = ("--augment", "0.5", "--mixup", "0.3", "--limit", "200", "--seed", "5")
     assert train.main(argv(data, tmp_path, "--epochs", "1", *first)) == 0
     capsys.readouterr()
     assert train.main(argv(data, tmp_path, "--epochs", "2", "--resume", "--batch-size", "32", "--augment", "0")) == 0
-    assert used == [(200, 64, 5, 0.5, 0.3)] * 2  # --mixup and the rest not repeated, --batch-size and --augment ignored
+    assert used == [(200, 64, 5, 0.5, 0.3, 0.0)] * 2  # --mixup and the rest not repeated, --batch-size and --augment ignored
     out = capsys.readouterr().out
     assert "--resume: the run keeps --batch-size 64 (this command asked for 32)" in out
     assert "--resume: the run keeps --augment 0.5 (this command asked for 0.0)" in out
@@ -265,6 +277,28 @@ def test_resume_keeps_the_runs_data_settings_and_says_so(data, tmp_path, monkeyp
     hyper = card["training"]["hyperparameters"]
     assert (hyper["mixup"], hyper["augment"], hyper["batch_size"]) == (0.3, 0.5, 64)
     assert card["training"]["epochs_trained"] == 2 and len(log_rows(tmp_path)) == 2
+
+
+def test_resume_of_a_run_recorded_before_cutmix_existed_mixes_no_faces(data, tmp_path, monkeypatch, capsys):
+    used = []
+    real = train.make_dataset
+
+    def recording(split, batch_size, seed, augment_strength, shuffle, mixup=0.0, cutmix=0.0):
+        if shuffle:
+            used.append((mixup, cutmix))
+        return real(split, batch_size, seed, augment_strength, shuffle, mixup, cutmix)
+
+    monkeypatch.setattr(train, "make_dataset", recording)
+    assert train.main(argv(data, tmp_path, "--epochs", "1", "--limit", "140")) == 0
+    state_path = tmp_path / "run" / "state.json"
+    state = json.loads(state_path.read_text())
+    for key in ("mixup", "cutmix"):  # as a run of an earlier version recorded it
+        del state["args"][key]
+    state_path.write_text(json.dumps(state))
+    capsys.readouterr()
+    assert train.main(argv(data, tmp_path, "--epochs", "2", "--resume", "--cutmix", "1.0")) == 0
+    assert used == [(0.0, 0.0)] * 2
+    assert "--resume: the run keeps --cutmix 0.0 (this command asked for 1.0)" in capsys.readouterr().out
 
 
 def test_a_bfloat16_run_leaves_the_precision_policy_as_it_found_it(data, tmp_path):

@@ -1,4 +1,4 @@
-"""Data augmentation for 48x48 gray faces, applied to whole batches in tf.data; MixUp of faces and labels."""
+"""Data augmentation for 48x48 gray faces, applied to whole batches in tf.data; MixUp and CutMix of faces and labels."""
 from __future__ import annotations
 
 import keras
@@ -42,7 +42,19 @@ def make_mixer(seed: int = 0, alpha: float = 0.2) -> keras.layers.MixUp:
     return keras.layers.MixUp(alpha=alpha, seed=seed, dtype="float32")
 
 
-def mix_batch(mixer: keras.layers.MixUp, x: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Mix one batch of faces in [0, 1] and their one-hot labels; the labels' rows still sum to 1."""
+def make_cutter(seed: int = 0, alpha: float = 1.0) -> keras.layers.CutMix:
+    """CutMix: a rectangle of each face replaced by the same rectangle of another face of its batch.
+
+    The kept fraction of each face is drawn from Beta(alpha, alpha), with
+    0 < alpha <= 1 (1.0, uniform, is the usual choice), and its one-hot label
+    is blended by the areas really kept and pasted. Computes in float32, as
+    ``make_mixer``.
+    """
+    return keras.layers.CutMix(factor=(alpha, alpha), seed=seed, dtype="float32")
+
+
+def mix_batch(mixer: keras.layers.MixUp | keras.layers.CutMix, x: tf.Tensor,
+              labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mix one batch of faces in [0, 1] and their one-hot labels (MixUp or CutMix); the labels' rows still sum to 1."""
     mixed = mixer({"images": x, "labels": labels}, training=True)
     return tf.cast(mixed["images"], x.dtype), tf.cast(mixed["labels"], labels.dtype)

@@ -39,9 +39,9 @@ PREPROCESSING = (
     "scale to float32 in [0, 1]; FER-2013 images are already 48x48 face crops"
 )
 HYPERPARAMETERS = ("epochs", "batch_size", "optimizer", "momentum", "lr", "warmup_epochs", "weight_decay",
-                   "label_smoothing", "augment", "mixup", "val_split", "limit", "precision", "seed")
-# Runs recorded before ``--optimizer`` and ``--mixup`` existed all trained with AdamW and without MixUp.
-HYPERPARAMETER_DEFAULTS = {"optimizer": "adamw", "mixup": 0.0}
+                   "label_smoothing", "augment", "mixup", "cutmix", "val_split", "limit", "precision", "seed")
+# Runs recorded before ``--optimizer``, ``--mixup`` and ``--cutmix`` existed all trained with AdamW and mixed no faces.
+HYPERPARAMETER_DEFAULTS = {"optimizer": "adamw", "mixup": 0.0, "cutmix": 0.0}
 
 
 def hyperparameters(args: dict) -> dict:

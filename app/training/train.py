@@ -30,7 +30,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from app.training.architectures import make_model  # noqa: E402
-from app.training.augment import augment_batch, make_augmenter, make_mixer, mix_batch  # noqa: E402
+from app.training.augment import augment_batch, make_augmenter, make_cutter, make_mixer, mix_batch  # noqa: E402
+from app.training.card import HYPERPARAMETER_DEFAULTS  # noqa: E402
 from app.training.data import DataError, Split, load_dataset  # noqa: E402
 from app.training.evaluate import view_logits  # noqa: E402
 from app.training.metrics import cross_validated_ece, fit_temperature  # noqa: E402
@@ -57,6 +58,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
                    help="MixUp after augmentation: blend each training face and its label with another's, "
                         "weights from Beta(ALPHA, ALPHA); 0 (the default) turns it off, 0.2-0.4 is usual")
+    p.add_argument("--cutmix", type=float, default=0.0, metavar="ALPHA",
+                   help="CutMix after augmentation, instead of MixUp: paste a rectangle of another training face "
+                        "into each and blend the labels by area, the kept fraction from Beta(ALPHA, ALPHA); "
+                        "0 (the default) turns it off, 1.0 is usual, at most 1")
     p.add_argument("--val-split", type=float, default=0.0,
                    help="carve this fraction of train as validation (default: use PublicTest when present)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N shuffled training images (smoke runs)")
@@ -69,7 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "a calibration temperature recorded in its card is undone first")
     p.add_argument("--resume", action="store_true",
                    help="continue from the run folder's last checkpoint, with the run's first data settings "
-                        "(--batch-size, --augment, --mixup, --val-split, --limit, --seed)")
+                        "(--batch-size, --augment, --mixup, --cutmix, --val-split, --limit, --seed)")
     p.add_argument("--keep-epochs", action="store_true",
                    help="also keep every epoch's weights as RUN_DIR/epoch-NNN.keras (for app.training.average)")
     p.add_argument("--calibrate-for", choices=["ece", "nll"], default="ece",
@@ -77,11 +82,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--recalibrate", action="store_true",
                    help="no training: refit the temperature of the finished run's model and rewrite its card")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress output")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.mixup < 0:
+        p.error(f"--mixup must be 0 (off) or a positive ALPHA, not {args.mixup:g}")
+    if not 0 <= args.cutmix <= 1:
+        p.error(f"--cutmix must be 0 (off) or an ALPHA up to 1, not {args.cutmix:g}")
+    if args.mixup > 0 and args.cutmix > 0:
+        p.error("--mixup and --cutmix are alternatives: give one of them")
+    return args
 
 
 # What the training data looks like to a run: fixed by its first command (``keep_run_settings``).
-RUN_SETTINGS = ("batch_size", "augment", "mixup", "val_split", "limit", "seed")
+RUN_SETTINGS = ("batch_size", "augment", "mixup", "cutmix", "val_split", "limit", "seed")
 
 
 def run_paths(args) -> dict[str, Path]:
@@ -99,8 +111,9 @@ def run_paths(args) -> dict[str, Path]:
 
 
 def make_dataset(split: Split, batch_size: int, seed: int, augment_strength: float, shuffle: bool,
-                 mixup: float = 0.0):
-    """Batches of (faces, one-hot labels): augmented when ``augment_strength`` > 0, then mixed when ``mixup`` > 0."""
+                 mixup: float = 0.0, cutmix: float = 0.0):
+    """Batches of (faces, one-hot labels): augmented when ``augment_strength`` > 0, then mixed with
+    MixUp when ``mixup`` > 0 or with CutMix when ``cutmix`` > 0 (one or the other)."""
     y = keras.utils.to_categorical(split.y, len(EMOTIONS)).astype("float32")
     ds = tf.data.Dataset.from_tensor_slices((split.x, y))
     if shuffle:
@@ -109,8 +122,12 @@ def make_dataset(split: Split, batch_size: int, seed: int, augment_strength: flo
     if augment_strength > 0:
         augmenter = make_augmenter(seed, augment_strength)
         ds = ds.map(lambda x, t: (augment_batch(augmenter, x), t), num_parallel_calls=tf.data.AUTOTUNE)
+    mixer = None
     if mixup > 0:
         mixer = make_mixer(seed + 7, mixup)
+    elif cutmix > 0:
+        mixer = make_cutter(seed + 7, cutmix)
+    if mixer is not None:
         ds = ds.map(lambda x, t: mix_batch(mixer, x, t), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -313,14 +330,15 @@ def train(args, argv=None) -> dict:
 def keep_run_settings(args, recorded: dict) -> None:
     """``--resume``: the run keeps its first command's data settings, so its card stays true.
 
-    A resuming command that asks for others is told so; settings recorded
-    before they existed keep the resuming command's (their defaults).
+    A resuming command that asks for others is told so. A run recorded before
+    ``--mixup`` or ``--cutmix`` existed mixed no faces, and keeps doing so.
     """
     for key in RUN_SETTINGS:
-        if key in recorded and getattr(args, key) != recorded[key]:
-            print(f"--resume: the run keeps --{key.replace('_', '-')} {recorded[key]} "
+        kept = recorded.get(key, HYPERPARAMETER_DEFAULTS.get(key))
+        if kept is not None and getattr(args, key) != kept:
+            print(f"--resume: the run keeps --{key.replace('_', '-')} {kept} "
                   f"(this command asked for {getattr(args, key)})", flush=True)
-            setattr(args, key, recorded[key])
+            setattr(args, key, kept)
 
 
 def _train(args, argv=None) -> dict:
@@ -383,7 +401,7 @@ def _train(args, argv=None) -> dict:
     model.summary(print_fn=lambda s, **_: print(s), line_length=100) if args.verbose else None
 
     train_ds = make_dataset(train_split, args.batch_size, args.seed, args.augment, shuffle=True,
-                            mixup=args.mixup)
+                            mixup=args.mixup, cutmix=args.cutmix)
     val_ds = make_dataset(val, 256, args.seed, 0, shuffle=False) if val is not None else None
     callbacks = [
         LearningRateLog(),

@@ -1,4 +1,4 @@
-"""Augmentation keeps shape, dtype and range, and really changes the images; MixUp and CutMix mix faces and labels alike."""
+"""Augmentation keeps shape, dtype and range and changes the images; MixUp and CutMix mix faces and labels alike."""
 from __future__ import annotations
 
 import numpy as np
@@ -44,39 +44,40 @@ def test_training_pipeline_augments_in_graph_mode(faces):
     assert y.shape == (8, 7) and np.allclose(y.numpy().sum(axis=1), 1.0)
 
 
+LEVELS = np.linspace(0.1, 0.9, 7, dtype=np.float32)
+
+
+def mix_flat_faces(mixer) -> tuple[np.ndarray, np.ndarray]:
+    """Seven flat faces, one per emotion, each of its own gray level (``LEVELS``), and their labels, mixed."""
+    faces = np.broadcast_to(LEVELS[:, None, None, None], (7, 48, 48, 1)).copy()
+    x, y = mix_batch(mixer, tf.constant(faces), tf.constant(np.eye(7, dtype=np.float32)))
+    return x.numpy(), y.numpy()
+
+
 def test_mixup_blends_each_face_and_its_label_with_the_same_partner_and_weight():
-    # Seven flat faces, one per emotion, each with its own gray level: a mixed face's
-    # gray level must then be its mixed label's weights applied to those levels.
-    levels = np.linspace(0.1, 0.9, 7, dtype=np.float32)
-    faces = np.broadcast_to(levels[:, None, None, None], (7, 48, 48, 1)).copy()
-    labels = np.eye(7, dtype=np.float32)
-    x, y = mix_batch(make_mixer(seed=3, alpha=0.4), tf.constant(faces), tf.constant(labels))
-    x, y = x.numpy(), y.numpy()
-    assert x.shape == faces.shape and x.dtype == np.float32 and y.shape == (7, 7) and y.dtype == np.float32
+    # A mixed flat face's gray level must be its mixed label's weights applied to the levels.
+    x, y = mix_flat_faces(make_mixer(seed=3, alpha=0.4))
+    assert x.shape == (7, 48, 48, 1) and x.dtype == np.float32 and y.shape == (7, 7) and y.dtype == np.float32
     assert np.allclose(y.sum(axis=1), 1.0, atol=1e-6) and 0.0 <= x.min() and x.max() <= 1.0
     assert ((y > 1e-3).sum(axis=1) == 2).sum() >= 5  # most faces really are blends of two
-    assert np.allclose(x[:, 0, 0, 0], y @ levels, atol=1e-5)
+    assert np.allclose(x[:, 0, 0, 0], y @ LEVELS, atol=1e-5)
     assert np.allclose(x, x[:, :1, :1, :], atol=1e-6)  # the same blend over the whole face
 
 
 def test_cutmix_pastes_a_rectangle_of_one_partner_and_weighs_labels_by_its_area():
-    # Flat faces again: each mixed face holds its own level outside one rectangle and
-    # its partner's inside it, and its label gives each the share of pixels it kept.
-    levels = np.linspace(0.1, 0.9, 7, dtype=np.float32)
-    faces = np.broadcast_to(levels[:, None, None, None], (7, 48, 48, 1)).copy()
-    labels = np.eye(7, dtype=np.float32)
-    x, y = mix_batch(make_cutter(seed=5, alpha=1.0), tf.constant(faces), tf.constant(labels))
-    x, y = x.numpy(), y.numpy()
+    # Each mixed flat face holds its own level outside one rectangle and its partner's
+    # inside it, and its label gives each the share of pixels it kept.
+    x, y = mix_flat_faces(make_cutter(seed=5, alpha=1.0))
     assert x.dtype == np.float32 and y.dtype == np.float32 and np.allclose(y.sum(axis=1), 1.0, atol=1e-6)
     pasted = 0
     for i in range(7):
-        kinds = [j for j in range(7) if np.isclose(x[i], levels[j], atol=1e-6).any()]
+        kinds = [j for j in range(7) if np.isclose(x[i], LEVELS[j], atol=1e-6).any()]
         assert i in kinds and len(kinds) <= 2  # its own face and at most one partner
         if len(kinds) == 1:  # drawn as its own partner, or a patch too thin for a pixel
             assert y[i, i] > 0.95
             continue
         partner = kinds[1 - kinds.index(i)]
-        inside = np.argwhere(np.isclose(x[i, ..., 0], levels[partner], atol=1e-6))
+        inside = np.argwhere(np.isclose(x[i, ..., 0], LEVELS[partner], atol=1e-6))
         (top, left), (bottom, right) = inside.min(axis=0), inside.max(axis=0)
         assert len(inside) == (bottom - top + 1) * (right - left + 1)  # one filled rectangle
         share = len(inside) / 48 ** 2

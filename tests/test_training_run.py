@@ -267,7 +267,7 @@ def test_resume_keeps_the_runs_data_settings_and_says_so(data, tmp_path, monkeyp
     assert train.main(argv(data, tmp_path, "--epochs", "1", *first)) == 0
     capsys.readouterr()
     assert train.main(argv(data, tmp_path, "--epochs", "2", "--resume", "--batch-size", "32", "--augment", "0")) == 0
-    assert used == [(200, 64, 5, 0.5, 0.3, 0.0)] * 2  # --mixup and the rest not repeated, --batch-size and --augment ignored
+    assert used == [(200, 64, 5, 0.5, 0.3, 0.0)] * 2  # --mixup etc. not repeated, --batch-size and --augment ignored
     out = capsys.readouterr().out
     assert "--resume: the run keeps --batch-size 64 (this command asked for 32)" in out
     assert "--resume: the run keeps --augment 0.5 (this command asked for 0.0)" in out

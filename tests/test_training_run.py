@@ -251,9 +251,8 @@ def test_sgd_run_records_its_optimizer_and_resumes_with_it(data, tmp_path):
     assert hyper["optimizer"] == "sgd" and hyper["momentum"] == 0.9 and card["training"]["epochs_trained"] == 2
 
 
-def test_resume_keeps_the_runs_data_settings_and_says_so(data, tmp_path, monkeypatch, capsys):
-    import keras
-
+def record_training_datasets(monkeypatch) -> list[tuple]:
+    """What each training-set ``make_dataset`` call is given: (faces, batch size, seed, augment, mixup, cutmix)."""
     used = []
     real = train.make_dataset
 
@@ -263,6 +262,13 @@ def test_resume_keeps_the_runs_data_settings_and_says_so(data, tmp_path, monkeyp
         return real(split, batch_size, seed, augment_strength, shuffle, mixup, cutmix)
 
     monkeypatch.setattr(train, "make_dataset", recording)
+    return used
+
+
+def test_resume_keeps_the_runs_data_settings_and_says_so(data, tmp_path, monkeypatch, capsys):
+    import keras
+
+    used = record_training_datasets(monkeypatch)
     first = ("--augment", "0.5", "--mixup", "0.3", "--limit", "200", "--seed", "5")
     assert train.main(argv(data, tmp_path, "--epochs", "1", *first)) == 0
     capsys.readouterr()
@@ -280,15 +286,7 @@ def test_resume_keeps_the_runs_data_settings_and_says_so(data, tmp_path, monkeyp
 
 
 def test_resume_of_a_run_recorded_before_cutmix_existed_mixes_no_faces(data, tmp_path, monkeypatch, capsys):
-    used = []
-    real = train.make_dataset
-
-    def recording(split, batch_size, seed, augment_strength, shuffle, mixup=0.0, cutmix=0.0):
-        if shuffle:
-            used.append((mixup, cutmix))
-        return real(split, batch_size, seed, augment_strength, shuffle, mixup, cutmix)
-
-    monkeypatch.setattr(train, "make_dataset", recording)
+    used = record_training_datasets(monkeypatch)
     assert train.main(argv(data, tmp_path, "--epochs", "1", "--limit", "140")) == 0
     state_path = tmp_path / "run" / "state.json"
     state = json.loads(state_path.read_text())
@@ -297,7 +295,7 @@ def test_resume_of_a_run_recorded_before_cutmix_existed_mixes_no_faces(data, tmp
     state_path.write_text(json.dumps(state))
     capsys.readouterr()
     assert train.main(argv(data, tmp_path, "--epochs", "2", "--resume", "--cutmix", "1.0")) == 0
-    assert used == [(0.0, 0.0)] * 2
+    assert [call[-2:] for call in used] == [(0.0, 0.0)] * 2  # (mixup, cutmix) of both epochs' datasets
     assert "--resume: the run keeps --cutmix 0.0 (this command asked for 1.0)" in capsys.readouterr().out
 
 

@@ -299,6 +299,27 @@ def test_resume_of_a_run_recorded_before_cutmix_existed_mixes_no_faces(data, tmp
     assert "--resume: the run keeps --cutmix 0.0 (this command asked for 1.0)" in capsys.readouterr().out
 
 
+def test_resume_keeps_the_runs_precision_and_says_so(data, tmp_path, monkeypatch, capsys):
+    import keras
+
+    policies = []
+    real = train.make_dataset
+
+    def recording(*args, **kwargs):
+        policies.append(keras.mixed_precision.global_policy().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "make_dataset", recording)
+    assert train.main(argv(data, tmp_path, "--epochs", "1", "--limit", "64", "--precision", "bf16")) == 0
+    capsys.readouterr()
+    assert train.main(argv(data, tmp_path, "--epochs", "2", "--resume")) == 0  # argv asks for fp32
+    assert policies == ["mixed_bfloat16"] * 4  # training and PublicTest datasets of both commands
+    assert "--resume: the run keeps --precision bf16 (this command asked for fp32)" in capsys.readouterr().out
+    card = json.loads((tmp_path / "models" / "tiny.json").read_text())
+    assert card["training"]["hyperparameters"]["precision"] == "bf16"
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
 def test_a_bfloat16_run_leaves_the_precision_policy_as_it_found_it(data, tmp_path):
     import keras
 

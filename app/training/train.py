@@ -74,7 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "a calibration temperature recorded in its card is undone first")
     p.add_argument("--resume", action="store_true",
                    help="continue from the run folder's last checkpoint, with the run's first data settings "
-                        "(--batch-size, --augment, --mixup, --cutmix, --val-split, --limit, --seed)")
+                        "(--batch-size, --augment, --mixup, --cutmix, --val-split, --limit, --seed) "
+                        "and precision")
     p.add_argument("--keep-epochs", action="store_true",
                    help="also keep every epoch's weights as RUN_DIR/epoch-NNN.keras (for app.training.average)")
     p.add_argument("--calibrate-for", choices=["ece", "nll"], default="ece",
@@ -92,8 +93,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-# What the training data looks like to a run: fixed by its first command (``keep_run_settings``).
-RUN_SETTINGS = ("batch_size", "augment", "mixup", "cutmix", "val_split", "limit", "seed")
+# What the training data looks like to a run, and the precision it computes in: fixed by its first command
+# (``keep_run_settings``).
+RUN_SETTINGS = ("batch_size", "augment", "mixup", "cutmix", "val_split", "limit", "seed", "precision")
 
 
 def run_paths(args) -> dict[str, Path]:
@@ -320,15 +322,26 @@ def train(args, argv=None) -> dict:
     The precision policy is Keras-global: it is set for the run and restored
     after it, so later models built in the same process keep their own.
     """
+    state = None
+    if args.resume and not args.recalibrate:
+        state = resume_state(run_paths(args))
+        keep_run_settings(args, state["args"])
     if args.precision == "auto":
         args.precision = resolve_precision(args.precision)
         print(f"precision: {args.precision} (auto)", flush=True)
     with precision_policy("mixed_bfloat16" if args.precision == "bf16" else "float32"):
-        return _train(args, argv)
+        return _train(args, argv, state)
+
+
+def resume_state(paths: dict) -> dict:
+    """``--resume``: the run record of the run folder's last checkpoint; a DataError when there is none."""
+    if not paths["last"].is_file() or not paths["state"].is_file():
+        raise DataError(f"--resume: no checkpoint in {paths['run']} (expected last.keras and state.json)")
+    return json.loads(paths["state"].read_text())
 
 
 def keep_run_settings(args, recorded: dict) -> None:
-    """``--resume``: the run keeps its first command's data settings, so its card stays true.
+    """``--resume``: the run keeps its first command's data settings and precision, so its card stays true.
 
     A resuming command that asks for others is told so. A run recorded before
     ``--mixup`` or ``--cutmix`` existed mixed no faces, and keeps doing so.
@@ -341,16 +354,11 @@ def keep_run_settings(args, recorded: dict) -> None:
             setattr(args, key, kept)
 
 
-def _train(args, argv=None) -> dict:
+def _train(args, argv=None, state: dict | None = None) -> dict:
+    """Train from scratch, or on from the run record ``state`` (``--resume``)."""
     paths = run_paths(args)
     paths["run"].mkdir(parents=True, exist_ok=True)
     paths["out"].parent.mkdir(parents=True, exist_ok=True)
-    state = None
-    if args.resume and not args.recalibrate:
-        if not paths["last"].is_file() or not paths["state"].is_file():
-            raise DataError(f"--resume: no checkpoint in {paths['run']} (expected last.keras and state.json)")
-        state = json.loads(paths["state"].read_text())
-        keep_run_settings(args, state["args"])
     keras.utils.set_random_seed(args.seed)
 
     t0 = time.time()

@@ -99,3 +99,23 @@ def test_training_pipeline_mixes_labels_only_when_asked(faces, policy, mixing):
     assert np.allclose(mixed.numpy().sum(axis=1), 1.0, atol=1e-6) and mixed.dtype == tf.float32
     assert x.shape == (16, 48, 48, 1)
     assert 0.0 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) <= 1.0
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_training_pipeline_blends_labels_with_the_teachers_view_of_each_face(faces, policy):
+    from app.training.architectures import make_model
+
+    with precision_policy("float32"):
+        teachers = [make_model("tiny"), make_model("tiny")]  # two different random teachers
+    split = Split(faces, np.arange(len(faces)) % 7)
+    with precision_policy(policy):
+        x, taught = next(iter(make_dataset(split, batch_size=16, seed=0, augment_strength=1.0, shuffle=True,
+                                           mixup=0.4, teachers=teachers, distill_weight=0.3)))
+        _, mixed = next(iter(make_dataset(split, batch_size=16, seed=0, augment_strength=1.0, shuffle=True,
+                                          mixup=0.4)))
+    # The teachers see the face the student is given (augmented and mixed), not the stored one.
+    expected = np.mean([teacher(x, training=False).numpy() for teacher in teachers], axis=0)
+    assert not np.allclose(expected, np.mean([t(faces).numpy() for t in teachers], axis=0), atol=1e-3)
+    assert taught.dtype == tf.float32 and taught.shape == (16, 7)
+    assert np.allclose(taught.numpy(), 0.7 * mixed.numpy() + 0.3 * expected, atol=1e-5)
+    assert np.allclose(taught.numpy().sum(axis=1), 1.0, atol=1e-5)

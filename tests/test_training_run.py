@@ -229,6 +229,8 @@ def test_unknown_optimizer_is_refused(capsys):
     (("--mixup", "-0.2"), "--mixup must be 0 (off) or a positive ALPHA, not -0.2"),
     (("--cutmix", "1.5"), "--cutmix must be 0 (off) or an ALPHA up to 1, not 1.5"),
     (("--mixup", "0.2", "--cutmix", "1.0"), "--mixup and --cutmix are alternatives: give one of them"),
+    (("--distill", "t.keras", "--distill-weight", "0"), "--distill-weight must be above 0 and at most 1, not 0"),
+    (("--distill-weight", "1.5"), "--distill-weight must be above 0 and at most 1, not 1.5"),
 ])
 def test_mixing_settings_out_of_range_or_together_are_refused(flags, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -252,14 +254,17 @@ def test_sgd_run_records_its_optimizer_and_resumes_with_it(data, tmp_path):
 
 
 def record_training_datasets(monkeypatch) -> list[tuple]:
-    """What each training-set ``make_dataset`` call is given: (faces, batch size, seed, augment, mixup, cutmix)."""
+    """What each training-set ``make_dataset`` call is given: (faces, batch size, seed, augment, mixup, cutmix,
+    the teachers' parameter counts, distillation weight)."""
     used = []
     real = train.make_dataset
 
-    def recording(split, batch_size, seed, augment_strength, shuffle, mixup=0.0, cutmix=0.0):
+    def recording(split, batch_size, seed, augment_strength, shuffle, mixup=0.0, cutmix=0.0, teachers=(),
+                  distill_weight=0.5):
         if shuffle:  # the training set, not PublicTest
-            used.append((len(split), batch_size, seed, augment_strength, mixup, cutmix))
-        return real(split, batch_size, seed, augment_strength, shuffle, mixup, cutmix)
+            used.append((len(split), batch_size, seed, augment_strength, mixup, cutmix,
+                         [teacher.count_params() for teacher in teachers], distill_weight))
+        return real(split, batch_size, seed, augment_strength, shuffle, mixup, cutmix, teachers, distill_weight)
 
     monkeypatch.setattr(train, "make_dataset", recording)
     return used
@@ -273,7 +278,8 @@ def test_resume_keeps_the_runs_data_settings_and_says_so(data, tmp_path, monkeyp
     assert train.main(argv(data, tmp_path, "--epochs", "1", *first)) == 0
     capsys.readouterr()
     assert train.main(argv(data, tmp_path, "--epochs", "2", "--resume", "--batch-size", "32", "--augment", "0")) == 0
-    assert used == [(200, 64, 5, 0.5, 0.3, 0.0)] * 2  # --mixup etc. not repeated, --batch-size and --augment ignored
+    # --mixup etc. not repeated, --batch-size and --augment ignored
+    assert used == [(200, 64, 5, 0.5, 0.3, 0.0, [], 0.5)] * 2
     out = capsys.readouterr().out
     assert "--resume: the run keeps --batch-size 64 (this command asked for 32)" in out
     assert "--resume: the run keeps --augment 0.5 (this command asked for 0.0)" in out
@@ -295,7 +301,7 @@ def test_resume_of_a_run_recorded_before_cutmix_existed_mixes_no_faces(data, tmp
     state_path.write_text(json.dumps(state))
     capsys.readouterr()
     assert train.main(argv(data, tmp_path, "--epochs", "2", "--resume", "--cutmix", "1.0")) == 0
-    assert [call[-2:] for call in used] == [(0.0, 0.0)] * 2  # (mixup, cutmix) of both epochs' datasets
+    assert [call[4:6] for call in used] == [(0.0, 0.0)] * 2  # (mixup, cutmix) of both epochs' datasets
     assert "--resume: the run keeps --cutmix 0.0 (this command asked for 1.0)" in capsys.readouterr().out
 
 
@@ -317,6 +323,53 @@ def test_resume_keeps_the_runs_precision_and_says_so(data, tmp_path, monkeypatch
     assert "--resume: the run keeps --precision bf16 (this command asked for fp32)" in capsys.readouterr().out
     card = json.loads((tmp_path / "models" / "tiny.json").read_text())
     assert card["training"]["hyperparameters"]["precision"] == "bf16"
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_distilled_run_learns_from_its_teachers_records_them_and_resumes_with_them(trained, data, tmp_path,
+                                                                                    monkeypatch, capsys):
+    import hashlib
+
+    from app.training.architectures import make_model
+
+    teacher = trained / "models" / "tiny.keras"
+    used = record_training_datasets(monkeypatch)
+    distill = ("--distill", str(teacher), "--distill", str(teacher), "--distill-weight", "0.4", "--limit", "128")
+    assert train.main(argv(data, tmp_path, "--epochs", "1", *distill)) == 0
+    assert "distilling from 2 teacher(s), weight 0.4" in capsys.readouterr().out
+    assert train.main(argv(data, tmp_path, "--epochs", "2", "--resume")) == 0
+    params = make_model("tiny").count_params()
+    assert [call[-2:] for call in used] == [([params, params], 0.4)] * 2  # the resumed epoch had the same teachers
+    kept = f"--resume: the run keeps --distill {teacher} {teacher} (this command asked for none)"
+    assert kept in capsys.readouterr().out
+    card = json.loads((tmp_path / "models" / "tiny.json").read_text())
+    sha = hashlib.sha256(teacher.read_bytes()).hexdigest()
+    assert card["training"]["teachers"] == [{"model": str(teacher), "sha256": sha}] * 2
+    assert card["training"]["hyperparameters"]["distill_weight"] == 0.4
+    assert card["training"]["epochs_trained"] == 2
+
+
+def test_a_run_without_teachers_records_none(trained):
+    card = json.loads((trained / "models" / "tiny.json").read_text())
+    assert card["training"]["teachers"] is None and "distill_weight" not in card["training"]["hyperparameters"]
+
+
+def test_a_missing_or_mismatched_teacher_is_a_clear_error_before_training(data, tmp_path, capsys):
+    import keras
+
+    from app.training.architectures import vgg
+
+    assert train.main(argv(data, tmp_path, "--epochs", "1", "--distill", str(tmp_path / "none.keras"))) == 2
+    assert f"--distill: {tmp_path / 'none.keras'} does not exist" in capsys.readouterr().err
+    binary = tmp_path / "binary.keras"
+    vgg(widths=(4,), convs=(1,), dense=4, num_classes=2).save(binary)
+    assert train.main(argv(data, tmp_path, "--epochs", "1", "--distill", str(binary))) == 2
+    assert "takes (48, 48, 1) and gives (2,); expected (48, 48, 1) -> (7,)" in capsys.readouterr().err
+    junk = tmp_path / "junk.keras"
+    junk.write_bytes(b"not a model")
+    assert train.main(argv(data, tmp_path, "--epochs", "1", "--distill", str(junk))) == 2
+    assert f"--distill: {junk} is not a readable Keras model" in capsys.readouterr().err
+    assert not (tmp_path / "models" / "tiny.keras").exists()
     assert keras.mixed_precision.global_policy().name == "float32"
 
 

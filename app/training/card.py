@@ -39,16 +39,21 @@ PREPROCESSING = (
     "scale to float32 in [0, 1]; FER-2013 images are already 48x48 face crops"
 )
 HYPERPARAMETERS = ("epochs", "batch_size", "optimizer", "momentum", "lr", "warmup_epochs", "weight_decay",
-                   "label_smoothing", "augment", "mixup", "cutmix", "val_split", "limit", "precision", "seed")
-# Runs recorded before ``--optimizer``, ``--mixup`` and ``--cutmix`` existed all trained with AdamW and mixed no faces.
-HYPERPARAMETER_DEFAULTS = {"optimizer": "adamw", "mixup": 0.0, "cutmix": 0.0}
+                   "label_smoothing", "augment", "mixup", "cutmix", "distill_weight", "val_split", "limit",
+                   "precision", "seed")
+# Runs recorded before ``--optimizer``, ``--mixup``, ``--cutmix`` and ``--distill`` existed all trained with AdamW,
+# mixed no faces and had no teacher.
+HYPERPARAMETER_DEFAULTS = {"optimizer": "adamw", "mixup": 0.0, "cutmix": 0.0, "distill": []}
 
 
 def hyperparameters(args: dict) -> dict:
-    """The run's hyper-parameters; momentum only where the optimizer used it (SGD)."""
+    """The run's hyper-parameters; momentum only where the optimizer used it (SGD), the distillation
+    weight only where there were teachers."""
     record = {k: args.get(k, HYPERPARAMETER_DEFAULTS.get(k)) for k in HYPERPARAMETERS}
     if record["optimizer"] != "sgd":
         record.pop("momentum")
+    if not args.get("distill"):
+        record.pop("distill_weight")
     return record
 
 
@@ -207,6 +212,7 @@ def write_card(model_path, state: dict, val_split: Split, timing_calls: int = TI
             "command": args.get("command"),
             "resumed_with": args.get("resumed_with", []),
             "init_from": args.get("init_from"),
+            "teachers": args.get("teachers") or None,
             "members": args.get("members"),
             "averaged": args.get("averaged"),
             "recalibrated_with": args.get("recalibrated_with", []),

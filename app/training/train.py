@@ -62,6 +62,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="CutMix after augmentation, instead of MixUp: paste a rectangle of another training face "
                         "into each and blend the labels by area, the kept fraction from Beta(ALPHA, ALPHA); "
                         "0 (the default) turns it off, 1.0 is usual, at most 1")
+    p.add_argument("--distill", metavar="MODEL", action="append", default=[],
+                   help="learn from a trained teacher model too (repeat for several): each training face's "
+                        "target becomes a blend of its label and the teachers' mean probabilities for the same "
+                        "augmented face")
+    p.add_argument("--distill-weight", type=float, default=0.5, metavar="W",
+                   help="the teachers' share of the target with --distill, 0 < W <= 1 (default: %(default)s)")
     p.add_argument("--val-split", type=float, default=0.0,
                    help="carve this fraction of train as validation (default: use PublicTest when present)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N shuffled training images (smoke runs)")
@@ -74,8 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "a calibration temperature recorded in its card is undone first")
     p.add_argument("--resume", action="store_true",
                    help="continue from the run folder's last checkpoint, with the run's first data settings "
-                        "(--batch-size, --augment, --mixup, --cutmix, --val-split, --limit, --seed) "
-                        "and precision")
+                        "(--batch-size, --augment, --mixup, --cutmix, --distill, --distill-weight, --val-split, "
+                        "--limit, --seed) and precision")
     p.add_argument("--keep-epochs", action="store_true",
                    help="also keep every epoch's weights as RUN_DIR/epoch-NNN.keras (for app.training.average)")
     p.add_argument("--calibrate-for", choices=["ece", "nll"], default="ece",
@@ -90,12 +96,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--cutmix must be 0 (off) or an ALPHA up to 1, not {args.cutmix:g}")
     if args.mixup > 0 and args.cutmix > 0:
         p.error("--mixup and --cutmix are alternatives: give one of them")
+    if not 0 < args.distill_weight <= 1:
+        p.error(f"--distill-weight must be above 0 and at most 1, not {args.distill_weight:g}")
     return args
 
 
 # What the training data looks like to a run, and the precision it computes in: fixed by its first command
 # (``keep_run_settings``).
-RUN_SETTINGS = ("batch_size", "augment", "mixup", "cutmix", "val_split", "limit", "seed", "precision")
+RUN_SETTINGS = ("batch_size", "augment", "mixup", "cutmix", "distill", "distill_weight", "val_split", "limit", "seed",
+                "precision")
 
 
 def run_paths(args) -> dict[str, Path]:
@@ -113,9 +122,11 @@ def run_paths(args) -> dict[str, Path]:
 
 
 def make_dataset(split: Split, batch_size: int, seed: int, augment_strength: float, shuffle: bool,
-                 mixup: float = 0.0, cutmix: float = 0.0):
+                 mixup: float = 0.0, cutmix: float = 0.0, teachers=(), distill_weight: float = 0.5):
     """Batches of (faces, one-hot labels): augmented when ``augment_strength`` > 0, then mixed with
-    MixUp when ``mixup`` > 0 or with CutMix when ``cutmix`` > 0 (one or the other)."""
+    MixUp when ``mixup`` > 0 or with CutMix when ``cutmix`` > 0 (one or the other). With ``teachers``
+    (trained models) each label becomes ``(1 - distill_weight) * label + distill_weight * p``, where p is
+    the teachers' mean probabilities for the face as the batch gives it (augmented and mixed)."""
     y = keras.utils.to_categorical(split.y, len(EMOTIONS)).astype("float32")
     ds = tf.data.Dataset.from_tensor_slices((split.x, y))
     if shuffle:
@@ -131,7 +142,43 @@ def make_dataset(split: Split, batch_size: int, seed: int, augment_strength: flo
         mixer = make_cutter(seed + 7, cutmix)
     if mixer is not None:
         ds = ds.map(lambda x, t: mix_batch(mixer, x, t), num_parallel_calls=tf.data.AUTOTUNE)
+    if teachers:
+        ds = ds.map(lambda x, t: (x, taught_labels(teachers, x, t, distill_weight)),
+                    num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def taught_labels(teachers, x, labels, weight: float):
+    """``labels`` blended with the teachers' mean probabilities for faces ``x`` (float32)."""
+    x = tf.cast(x, "float32")
+    probs = tf.add_n([tf.cast(teacher(x, training=False), "float32") for teacher in teachers]) / len(teachers)
+    return (1.0 - weight) * tf.cast(labels, "float32") + weight * probs
+
+
+def load_teachers(paths: list[str]) -> tuple[list[keras.Model], list[dict]]:
+    """``--distill``: the teacher models, float32 and frozen, and a record of each for the card."""
+    import hashlib
+
+    from app.vision.preprocess import INPUT_SIZE
+
+    teachers, records = [], []
+    for name in paths:
+        path = Path(name)
+        if not path.is_file():
+            raise DataError(f"--distill: {path} does not exist")
+        with precision_policy("float32"):
+            try:
+                teacher = keras.models.load_model(path, compile=False)
+            except Exception as exc:  # any reader failure means the same thing here
+                raise DataError(f"--distill: {path} is not a readable Keras model: {exc}") from None
+        shapes = (tuple(teacher.input_shape[1:]), tuple(teacher.output_shape[1:]))
+        if shapes != ((INPUT_SIZE, INPUT_SIZE, 1), (len(EMOTIONS),)):
+            raise DataError(f"--distill: {path} takes {shapes[0]} and gives {shapes[1]}; expected "
+                            f"({INPUT_SIZE}, {INPUT_SIZE}, 1) -> ({len(EMOTIONS)},)")
+        teacher.trainable = False
+        teachers.append(teacher)
+        records.append({"model": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+    return teachers, records
 
 
 @contextmanager
@@ -344,13 +391,16 @@ def keep_run_settings(args, recorded: dict) -> None:
     """``--resume``: the run keeps its first command's data settings and precision, so its card stays true.
 
     A resuming command that asks for others is told so. A run recorded before
-    ``--mixup`` or ``--cutmix`` existed mixed no faces, and keeps doing so.
+    ``--mixup``, ``--cutmix`` or ``--distill`` existed mixed no faces and had no teacher, and keeps so.
     """
+    def shown(value):
+        return (" ".join(map(str, value)) or "none") if isinstance(value, list) else value
+
     for key in RUN_SETTINGS:
         kept = recorded.get(key, HYPERPARAMETER_DEFAULTS.get(key))
         if kept is not None and getattr(args, key) != kept:
-            print(f"--resume: the run keeps --{key.replace('_', '-')} {kept} "
-                  f"(this command asked for {getattr(args, key)})", flush=True)
+            print(f"--resume: the run keeps --{key.replace('_', '-')} {shown(kept)} "
+                  f"(this command asked for {shown(getattr(args, key))})", flush=True)
             setattr(args, key, kept)
 
 
@@ -360,6 +410,7 @@ def _train(args, argv=None, state: dict | None = None) -> dict:
     paths["run"].mkdir(parents=True, exist_ok=True)
     paths["out"].parent.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
+    teachers, teacher_records = load_teachers(args.distill)  # a wrong teacher fails before the data loads
 
     t0 = time.time()
     train_split, val = load_dataset(args.data, args.val_split, args.seed)
@@ -408,8 +459,12 @@ def _train(args, argv=None, state: dict | None = None) -> dict:
             paths["log"].unlink()
     model.summary(print_fn=lambda s, **_: print(s), line_length=100) if args.verbose else None
 
+    record["teachers"] = teacher_records
+    if teachers:
+        print(f"distilling from {len(teachers)} teacher(s), weight {args.distill_weight:g}", flush=True)
     train_ds = make_dataset(train_split, args.batch_size, args.seed, args.augment, shuffle=True,
-                            mixup=args.mixup, cutmix=args.cutmix)
+                            mixup=args.mixup, cutmix=args.cutmix, teachers=teachers,
+                            distill_weight=args.distill_weight)
     val_ds = make_dataset(val, 256, args.seed, 0, shuffle=False) if val is not None else None
     callbacks = [
         LearningRateLog(),

@@ -230,7 +230,8 @@ def test_unknown_optimizer_is_refused(capsys):
     (("--cutmix", "1.5"), "--cutmix must be 0 (off) or an ALPHA up to 1, not 1.5"),
     (("--mixup", "0.2", "--cutmix", "1.0"), "--mixup and --cutmix are alternatives: give one of them"),
     (("--distill", "t.keras", "--distill-weight", "0"), "--distill-weight must be above 0 and at most 1, not 0"),
-    (("--distill-weight", "1.5"), "--distill-weight must be above 0 and at most 1, not 1.5"),
+    (("--distill", "t.keras", "--distill-weight", "1.5"), "--distill-weight must be above 0 and at most 1, not 1.5"),
+    (("--distill-weight", "0.3"), "--distill-weight goes with --distill MODEL: give the teachers"),
 ])
 def test_mixing_settings_out_of_range_or_together_are_refused(flags, message, capsys):
     with pytest.raises(SystemExit) as exc:

@@ -66,8 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="learn from a trained teacher model too (repeat for several): each training face's "
                         "target becomes a blend of its label and the teachers' mean probabilities for the same "
                         "augmented face")
-    p.add_argument("--distill-weight", type=float, default=0.5, metavar="W",
-                   help="the teachers' share of the target with --distill, 0 < W <= 1 (default: %(default)s)")
+    p.add_argument("--distill-weight", type=float, metavar="W",
+                   help="the teachers' share of the target with --distill, 0 < W <= 1 (default: 0.5)")
     p.add_argument("--val-split", type=float, default=0.0,
                    help="carve this fraction of train as validation (default: use PublicTest when present)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N shuffled training images (smoke runs)")
@@ -96,6 +96,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--cutmix must be 0 (off) or an ALPHA up to 1, not {args.cutmix:g}")
     if args.mixup > 0 and args.cutmix > 0:
         p.error("--mixup and --cutmix are alternatives: give one of them")
+    if args.distill_weight is not None and not args.distill and not args.resume:
+        p.error("--distill-weight goes with --distill MODEL: give the teachers")
+    args.distill_weight = 0.5 if args.distill_weight is None else args.distill_weight
     if not 0 < args.distill_weight <= 1:
         p.error(f"--distill-weight must be above 0 and at most 1, not {args.distill_weight:g}")
     return args

@@ -1,9 +1,15 @@
 """In-process time per 640x480 live frame, split into decode / detect / classify.
 
-    python -m benchmarks.pipeline [--frames 300] [--model models/emotion.keras]
+    python -m benchmarks.pipeline [--frames 300] [--model models/emotion.keras] [--fps 30] [--op-threads N]
 
 Prints one JSON object. Also reports the recall of the fast detection path and
 of the full-size detector against the true face boxes of the same frames.
+Frames are analysed back to back, except in the ``one_face_at_<fps>_fps``
+run, which feeds them at a camera's pace as the live page does: there the
+cores idle between frames, and the same work takes longer than back to back.
+``--op-threads`` sets TensorFlow's threads per op as ``TF_INTRA_OP_THREADS``
+does for the server (which runs 1); the default 0 is TensorFlow's own (one
+per core).
 """
 from __future__ import annotations
 
@@ -17,7 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from benchmarks.common import ROOT, SHARED, collage_frames, machine, percentiles, webcam_frames  # noqa: E402
 
 
-def run_stream(model, frames_truths, full_scan_every: int) -> dict:
+def run_stream(model, frames_truths, full_scan_every: int, fps: float = 0.0) -> dict:
+    """Analyse the frames as one live stream; with ``fps`` > 0 the frames are due 1/fps s apart, as from a camera."""
     import cv2
     import numpy as np
 
@@ -33,7 +40,11 @@ def run_stream(model, frames_truths, full_scan_every: int) -> dict:
     stream = StreamAnalyzer(model, max_bytes=1 << 20, max_pixels=1920 * 1080, full_scan_every=full_scan_every)
     timings = {"decode": [], "detect": [], "classify": [], "total": []}
     results = []
+    due = time.perf_counter()
     for f in frames:
+        if fps > 0:
+            due += 1.0 / fps
+            time.sleep(max(0.0, due - time.perf_counter()))
         t0 = time.perf_counter()
         r = stream.process(f)
         wall = (time.perf_counter() - t0) * 1000
@@ -64,9 +75,19 @@ def main(argv=None) -> None:
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--model", default=str(ROOT / "models" / "emotion.keras"))
     p.add_argument("--full-scan-every", type=int, default=8)
+    p.add_argument("--fps", type=float, default=30.0, help="the camera pace of the paced one-face run (default 30)")
+    p.add_argument("--op-threads", type=int, default=0,
+                   help="TensorFlow threads per op, as TF_INTRA_OP_THREADS (default 0: one per core)")
     args = p.parse_args(argv)
+    if not args.fps > 0:
+        p.error(f"--fps must be above 0, got {args.fps}")
+    if args.op_threads < 0:
+        p.error(f"--op-threads must be 0 or more, got {args.op_threads}")
 
-    from app.vision.emotions import EmotionModel
+    from app.vision.emotions import EmotionModel, set_op_threads
+
+    if not set_op_threads(args.op_threads):
+        raise SystemExit(f"--op-threads {args.op_threads} not applied: TensorFlow was already running")
 
     model = EmotionModel.load(args.model)
     one = webcam_frames(SHARED / "faces" / "obama.jpg", args.frames)
@@ -76,10 +97,12 @@ def main(argv=None) -> None:
         "machine": machine(),
         "model": os.path.relpath(args.model, ROOT),
         "tta": model.tta,
+        "op_threads": args.op_threads,
         "full_scan_every": args.full_scan_every,
         "one_face": run_stream(model, one, args.full_scan_every),
         "four_faces": run_stream(model, several, args.full_scan_every),
         "full_scan_every_frame_one_face": run_stream(model, (one[0][:100], one[1][:100]), 1),
+        f"one_face_at_{args.fps:g}_fps": run_stream(model, one, args.full_scan_every, fps=args.fps),
     }
     print(json.dumps(out, indent=2))
 

@@ -43,6 +43,10 @@ ARCHITECTURES = {
     # Same layers and weights as "vgg" with lighter dropout: for fine-tuning a
     # trained "vgg" (``--init-from``) once the heavily regularised run underfits.
     "vgg-light": lambda: vgg(dropout=(0.05, 0.1, 0.15, 0.2, 0.35), name="vgg_light"),
+    # Half the width of "vgg" (~0.44M parameters, about a quarter of its multiply-adds), lighter dropout:
+    # a student for --distill that fits the 3 ms budget per face at a camera's pace.
+    "vgg-half": lambda: vgg(widths=(16, 32, 64, 128), dense=128, dropout=(0.05, 0.1, 0.15, 0.2, 0.35),
+                            name="vgg_half"),
     # Deeper late stages for longer schedules.
     "vgg-deep": lambda: vgg(widths=(32, 64, 128, 256), convs=(2, 2, 3, 3), name="vgg_deep"),
     # A few thousand parameters: for tests and smoke runs.

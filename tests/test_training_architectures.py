@@ -33,7 +33,7 @@ def test_every_architecture_gives_seven_probabilities_per_face(name):
 
 def test_the_half_width_net_costs_about_a_quarter_of_the_default():
     default, half = make_model("vgg"), make_model("vgg-half")
-    assert multiply_adds(default) > 100_000_000  # the README's ~120M per face
+    assert multiply_adds(default) > 100_000_000  # ~120M per face, as ARCHITECTURES notes
     ratio = multiply_adds(half) / multiply_adds(default)
     assert 0.2 < ratio < 0.3
     assert half.count_params() < 0.3 * default.count_params()

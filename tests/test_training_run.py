@@ -232,6 +232,7 @@ def test_unknown_optimizer_is_refused(capsys):
     (("--distill", "t.keras", "--distill-weight", "0"), "--distill-weight must be above 0 and at most 1, not 0"),
     (("--distill", "t.keras", "--distill-weight", "1.5"), "--distill-weight must be above 0 and at most 1, not 1.5"),
     (("--distill-weight", "0.3"), "--distill-weight goes with --distill MODEL: give the teachers"),
+    (("--sam", "-0.05"), "--sam must be 0 (off) or a positive RHO, not -0.05"),
 ])
 def test_mixing_settings_out_of_range_or_together_are_refused(flags, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -252,6 +253,23 @@ def test_sgd_run_records_its_optimizer_and_resumes_with_it(data, tmp_path):
     card = json.loads((tmp_path / "models" / "tiny.json").read_text())
     hyper = card["training"]["hyperparameters"]
     assert hyper["optimizer"] == "sgd" and hyper["momentum"] == 0.9 and card["training"]["epochs_trained"] == 2
+
+
+def test_sam_run_trains_the_plain_net_records_rho_and_resumes_with_it(data, tmp_path, capsys):
+    import keras
+
+    from app.training.sam import SharpnessAware
+
+    assert train.main(argv(data, tmp_path, "--epochs", "1", "--sam", "0.1", "--limit", "128")) == 0
+    assert train.main(argv(data, tmp_path, "--epochs", "2", "--resume")) == 0
+    assert "--resume: the run keeps --sam 0.1 (this command asked for 0.0)" in capsys.readouterr().out
+    checkpoint = keras.models.load_model(tmp_path / "run" / "last.keras")
+    assert isinstance(checkpoint, SharpnessAware) and checkpoint.rho == 0.1
+    assert int(checkpoint.optimizer.iterations) == 2 * 2  # 128 faces in batches of 64, both epochs
+    shipped = keras.models.load_model(tmp_path / "models" / "tiny.keras")
+    assert not isinstance(shipped, SharpnessAware) and shipped.name == "tiny"  # the server loads a plain net
+    card = json.loads((tmp_path / "models" / "tiny.json").read_text())
+    assert card["training"]["hyperparameters"]["sam"] == 0.1 and card["training"]["epochs_trained"] == 2
 
 
 def record_training_datasets(monkeypatch) -> list[tuple]:

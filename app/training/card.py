@@ -39,11 +39,11 @@ PREPROCESSING = (
     "scale to float32 in [0, 1]; FER-2013 images are already 48x48 face crops"
 )
 HYPERPARAMETERS = ("epochs", "batch_size", "optimizer", "momentum", "lr", "warmup_epochs", "weight_decay",
-                   "label_smoothing", "augment", "mixup", "cutmix", "distill_weight", "val_split", "limit",
+                   "label_smoothing", "augment", "mixup", "cutmix", "distill_weight", "sam", "val_split", "limit",
                    "precision", "seed")
-# Runs recorded before ``--optimizer``, ``--mixup``, ``--cutmix`` and ``--distill`` existed all trained with AdamW,
-# mixed no faces and had no teacher.
-HYPERPARAMETER_DEFAULTS = {"optimizer": "adamw", "mixup": 0.0, "cutmix": 0.0, "distill": []}
+# Runs recorded before ``--optimizer``, ``--mixup``, ``--cutmix``, ``--distill`` and ``--sam`` existed all trained
+# with AdamW, mixed no faces, had no teacher and took plain gradient steps.
+HYPERPARAMETER_DEFAULTS = {"optimizer": "adamw", "mixup": 0.0, "cutmix": 0.0, "distill": [], "sam": 0.0}
 
 
 def hyperparameters(args: dict) -> dict:

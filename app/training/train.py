@@ -35,6 +35,7 @@ from app.training.card import HYPERPARAMETER_DEFAULTS  # noqa: E402
 from app.training.data import DataError, Split, load_dataset  # noqa: E402
 from app.training.evaluate import view_logits  # noqa: E402
 from app.training.metrics import cross_validated_ece, fit_temperature  # noqa: E402
+from app.training.sam import SharpnessAware, plain  # noqa: E402
 from app.vision.preprocess import EMOTIONS  # noqa: E402
 
 
@@ -68,6 +69,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "augmented face")
     p.add_argument("--distill-weight", type=float, metavar="W",
                    help="the teachers' share of the target with --distill, 0 < W <= 1 (default: 0.5)")
+    p.add_argument("--sam", type=float, default=0.0, metavar="RHO",
+                   help="sharpness-aware minimisation: each step's gradient is taken at weights moved RHO "
+                        "(in gradient norm) towards higher loss; 0 (the default) turns it off, 0.05 is usual; "
+                        "a step costs about twice as much")
     p.add_argument("--val-split", type=float, default=0.0,
                    help="carve this fraction of train as validation (default: use PublicTest when present)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N shuffled training images (smoke runs)")
@@ -80,8 +85,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "a calibration temperature recorded in its card is undone first")
     p.add_argument("--resume", action="store_true",
                    help="continue from the run folder's last checkpoint, with the run's first data settings "
-                        "(--batch-size, --augment, --mixup, --cutmix, --distill, --distill-weight, --val-split, "
-                        "--limit, --seed) and precision")
+                        "(--batch-size, --augment, --mixup, --cutmix, --distill, --distill-weight, --sam, "
+                        "--val-split, --limit, --seed) and precision")
     p.add_argument("--keep-epochs", action="store_true",
                    help="also keep every epoch's weights as RUN_DIR/epoch-NNN.keras (for app.training.average)")
     p.add_argument("--calibrate-for", choices=["ece", "nll"], default="ece",
@@ -98,16 +103,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--mixup and --cutmix are alternatives: give one of them")
     if args.distill_weight is not None and not args.distill and not args.resume:
         p.error("--distill-weight goes with --distill MODEL: give the teachers")
+    if args.sam < 0:
+        p.error(f"--sam must be 0 (off) or a positive RHO, not {args.sam:g}")
     args.distill_weight = 0.5 if args.distill_weight is None else args.distill_weight
     if not 0 < args.distill_weight <= 1:
         p.error(f"--distill-weight must be above 0 and at most 1, not {args.distill_weight:g}")
     return args
 
 
-# What the training data looks like to a run, and the precision it computes in: fixed by its first command
+# What the training data looks like to a run, how it steps and the precision it computes in: fixed by its first command
 # (``keep_run_settings``).
-RUN_SETTINGS = ("batch_size", "augment", "mixup", "cutmix", "distill", "distill_weight", "val_split", "limit", "seed",
-                "precision")
+RUN_SETTINGS = ("batch_size", "augment", "mixup", "cutmix", "distill", "distill_weight", "sam", "val_split", "limit",
+                "seed", "precision")
 
 
 def run_paths(args) -> dict[str, Path]:
@@ -199,7 +206,7 @@ def inference_copy(model: keras.Model, arch: str) -> keras.Model:
     """A float32 copy of ``model`` with no optimizer, for shipping."""
     with precision_policy("float32"):
         clean = make_model(arch)
-    clean.set_weights(model.get_weights())
+    clean.set_weights(plain(model).get_weights())
     return clean
 
 
@@ -283,6 +290,8 @@ def make_optimizer(args, schedule) -> keras.optimizers.Optimizer:
 
 def build_compiled(args, steps_per_epoch: int) -> keras.Model:
     model = make_model(args.arch)
+    if args.sam > 0:
+        model = SharpnessAware(model, args.sam, name=f"{model.name}_sam")
     schedule = make_schedule(args.lr, args.warmup_epochs, args.epochs, steps_per_epoch)
     model.compile(
         optimizer=make_optimizer(args, schedule),
@@ -456,7 +465,7 @@ def _train(args, argv=None, state: dict | None = None) -> dict:
     else:
         model = build_compiled(args, steps)
         if args.init_from:
-            record["init_from"] = init_from(model, Path(args.init_from))
+            record["init_from"] = init_from(plain(model), Path(args.init_from))
             print(f"initialised from {args.init_from}", flush=True)
         if paths["log"].exists():
             paths["log"].unlink()

@@ -4,8 +4,9 @@ Each training step takes two passes over the batch: the first finds the
 gradient g, the weights move by ``RHO * g / |g|`` towards higher loss, the
 second pass's gradient there is what the optimizer applies to the original
 weights. The net so learns weights whose whole neighbourhood has a low loss,
-which is known to help with noisy labels such as FER-2013's; a step costs
-about twice as much.
+which is reported to help with noisy labels such as FER-2013's (for the
+shipped model it did not: docs/model-notes.md); a step costs about twice as
+much.
 """
 from __future__ import annotations
 

@@ -54,6 +54,11 @@ ARCHITECTURES = {
 }
 
 
+def batchnorm_layers(model: keras.Model) -> list[layers.BatchNormalization]:
+    """Every BatchNormalization layer of ``model``, those of nested models included."""
+    return [layer for layer in model._flatten_layers() if isinstance(layer, layers.BatchNormalization)]
+
+
 def make_model(name: str = "vgg") -> keras.Model:
     """Build the named architecture (see ``ARCHITECTURES``)."""
     try:

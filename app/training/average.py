@@ -30,6 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from app.training.architectures import batchnorm_layers  # noqa: E402
 from app.training.data import DataError, load_dataset  # noqa: E402
 from app.training.train import calibrate, record_command, run_card_command, save_atomically  # noqa: E402
 
@@ -41,7 +42,7 @@ def reestimate_batchnorm(model: keras.Model, x: np.ndarray, batch_size: int = 25
     the k-th batch, which makes the moving statistics the plain mean of the
     batch statistics. Returns how many BatchNorm layers were updated.
     """
-    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    norms = batchnorm_layers(model)
     if not norms:
         return 0
     momenta = [layer.momentum for layer in norms]

@@ -13,6 +13,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from app.training.architectures import batchnorm_layers
+
 
 @keras.saving.register_keras_serializable(package="moodlens")
 class SharpnessAware(keras.Model):
@@ -40,19 +42,17 @@ class SharpnessAware(keras.Model):
         self._loss_tracker.update_state(loss, sample_weight=tf.shape(keras.tree.flatten(x)[0])[0])
         grads = tape.gradient(loss, weights)
         scale = self.rho / (tf.linalg.global_norm(grads) + 1e-12)
-        steps = [None if g is None else tf.cast(g * scale, w.dtype) for g, w in zip(grads, weights)]
+        moves = [(w, tf.cast(g * scale, w.dtype)) for g, w in zip(grads, weights) if g is not None]
         # The moving statistics of BatchNormalization follow the first pass only (dropout's seeds move on).
         moving = batchnorm_statistics(self.net)
         stats = [tf.identity(v) for v in moving]
-        for w, e in zip(weights, steps):
-            if e is not None:
-                w.assign_add(e)
+        for w, e in moves:
+            w.assign_add(e)
         with tf.GradientTape() as tape:
             loss_there = self._loss(x, y, self(x, training=True), sample_weight)
         grads = tape.gradient(loss_there, weights)
-        for w, e in zip(weights, steps):
-            if e is not None:
-                w.assign_sub(e)
+        for w, e in moves:
+            w.assign_sub(e)
         for v, s in zip(moving, stats):
             v.assign(s)
         self.optimizer.apply_gradients(zip(grads, weights))
@@ -70,13 +70,7 @@ class SharpnessAware(keras.Model):
 
 def batchnorm_statistics(model: keras.Model) -> list:
     """The moving means and variances of every BatchNormalization layer in ``model``, nested models included."""
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            found += [layer.moving_mean, layer.moving_variance]
-        elif isinstance(layer, keras.Model):
-            found += batchnorm_statistics(layer)
-    return found
+    return [v for layer in batchnorm_layers(model) for v in (layer.moving_mean, layer.moving_variance)]
 
 
 def plain(model: keras.Model) -> keras.Model:

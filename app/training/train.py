@@ -35,6 +35,7 @@ from app.training.card import HYPERPARAMETER_DEFAULTS  # noqa: E402
 from app.training.data import DataError, Split, load_dataset  # noqa: E402
 from app.training.evaluate import view_logits  # noqa: E402
 from app.training.metrics import cross_validated_ece, fit_temperature  # noqa: E402
+from app.training.prune import prunable, prune_into  # noqa: E402
 from app.training.sam import SharpnessAware, plain  # noqa: E402
 from app.vision.preprocess import EMOTIONS  # noqa: E402
 
@@ -81,7 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "it natively (a GPU, or a CPU with AVX512-BF16 or AMX), else fp32")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--init-from", metavar="MODEL",
-                   help="start from the weights of a trained .keras model with the same layers (fine-tuning); "
+                   help="start from the weights of a trained .keras model with the same layers (fine-tuning), "
+                        "or with the same layers and more channels (its strongest channels are kept: pruning); "
                         "a calibration temperature recorded in its card is undone first")
     p.add_argument("--resume", action="store_true",
                    help="continue from the run folder's last checkpoint, with the run's first data settings "
@@ -319,16 +321,25 @@ def calibrate(model: keras.Model, val: Split, objective: str = "ece", undo: floa
 
 
 def init_from(model: keras.Model, source: Path) -> dict:
-    """Copy the weights of the trained model ``source`` into ``model``; returns a record for the card."""
+    """Copy the weights of the trained model ``source`` into ``model``; returns a record for the card.
+
+    A ``source`` with ``model``'s layers but more channels is pruned into it (``app.training.prune``).
+    """
     import hashlib
 
     if not source.is_file():
         raise DataError(f"--init-from: {source} does not exist")
     trained = keras.models.load_model(source)
+    pruned = None
     try:
         model.set_weights(trained.get_weights())
     except ValueError as exc:
-        raise DataError(f"--init-from: {source} does not match --arch's layers: {exc}") from None
+        trained = plain(trained)
+        if not prunable(model, trained):
+            raise DataError(f"--init-from: {source} does not match --arch's layers: {exc}") from None
+        pruned = prune_into(model, trained)
+        print(f"--init-from: {source} is a wider net of --arch's layers; its strongest channels were kept",
+              flush=True)
     temperature = 1.0
     card_path = source.with_suffix(".json")
     if card_path.is_file():
@@ -339,7 +350,7 @@ def init_from(model: keras.Model, source: Path) -> dict:
         kernel, bias = layer.get_weights()
         layer.set_weights([kernel * temperature, bias * temperature])
     return {"model": str(source), "sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
-            "temperature_undone": temperature,
+            "temperature_undone": temperature, **({"pruned": pruned} if pruned else {}),
             "parent": _parent_summary(card_path)}
 
 

@@ -53,6 +53,10 @@ ARCHITECTURES = {
                             name="vgg_slim"),
     # Deeper late stages for longer schedules.
     "vgg-deep": lambda: vgg(widths=(32, 64, 128, 256), convs=(2, 2, 3, 3), name="vgg_deep"),
+    # "vgg-deep" with lighter dropout: for --init-from a trained "vgg-light", whose layers it has, its third
+    # convolutions of stages 3 and 4 starting as identities (app.training.grow).
+    "vgg-deep-light": lambda: vgg(widths=(32, 64, 128, 256), convs=(2, 2, 3, 3),
+                                  dropout=(0.05, 0.1, 0.15, 0.2, 0.35), name="vgg_deep_light"),
     # A few thousand parameters: for tests and smoke runs.
     "tiny": lambda: vgg(widths=(8, 8, 16, 16), convs=(1, 1, 1, 1), dense=16, name="tiny"),
 }

@@ -35,6 +35,7 @@ from app.training.card import HYPERPARAMETER_DEFAULTS  # noqa: E402
 from app.training.data import DataError, Split, load_dataset  # noqa: E402
 from app.training.evaluate import view_logits  # noqa: E402
 from app.training.metrics import cross_validated_ece, fit_temperature  # noqa: E402
+from app.training.grow import deepen_into, deepenable  # noqa: E402
 from app.training.prune import prunable, prune_into  # noqa: E402
 from app.training.sam import SharpnessAware, plain  # noqa: E402
 from app.vision.preprocess import EMOTIONS  # noqa: E402
@@ -320,26 +321,33 @@ def calibrate(model: keras.Model, val: Split, objective: str = "ece", undo: floa
             "cross_validated": cross_validated_ece(views, val.y, objective)}
 
 
-def init_from(model: keras.Model, source: Path) -> dict:
+def init_from(model: keras.Model, source: Path, faces: np.ndarray | None = None) -> dict:
     """Copy the weights of the trained model ``source`` into ``model``; returns a record for the card.
 
-    A ``source`` with ``model``'s layers but more channels is pruned into it (``app.training.prune``).
+    A ``source`` with ``model``'s layers but more channels is pruned into it (``app.training.prune``);
+    one with fewer layers is deepened into it (``app.training.grow``), the new layers' BatchNormalization
+    statistics taken from the training ``faces``.
     """
     import hashlib
 
     if not source.is_file():
         raise DataError(f"--init-from: {source} does not exist")
     trained = keras.models.load_model(source)
-    pruned = None
+    reshaped = {}
     try:
         model.set_weights(trained.get_weights())
     except ValueError as exc:
         trained = plain(trained)
-        if not prunable(model, trained):
+        if prunable(model, trained):
+            reshaped["pruned"] = prune_into(model, trained)
+            print(f"--init-from: {source} is a wider net of --arch's layers; its strongest channels were kept",
+                  flush=True)
+        elif deepenable(model, trained) and faces is not None:
+            reshaped["deepened"] = deepen_into(model, trained, faces)
+            print(f"--init-from: {source} lacks --arch's layers {', '.join(reshaped['deepened']['added'])}; "
+                  "they start as identities", flush=True)
+        else:
             raise DataError(f"--init-from: {source} does not match --arch's layers: {exc}") from None
-        pruned = prune_into(model, trained)
-        print(f"--init-from: {source} is a wider net of --arch's layers; its strongest channels were kept",
-              flush=True)
     temperature = 1.0
     card_path = source.with_suffix(".json")
     if card_path.is_file():
@@ -350,7 +358,7 @@ def init_from(model: keras.Model, source: Path) -> dict:
         kernel, bias = layer.get_weights()
         layer.set_weights([kernel * temperature, bias * temperature])
     return {"model": str(source), "sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
-            "temperature_undone": temperature, **({"pruned": pruned} if pruned else {}),
+            "temperature_undone": temperature, **reshaped,
             "parent": _parent_summary(card_path)}
 
 
@@ -476,7 +484,8 @@ def _train(args, argv=None, state: dict | None = None) -> dict:
     else:
         model = build_compiled(args, steps)
         if args.init_from:
-            record["init_from"] = init_from(plain(model), Path(args.init_from))
+            sample = train_split.x[:: max(1, len(train_split) // 4096)]
+            record["init_from"] = init_from(plain(model), Path(args.init_from), sample)
             print(f"initialised from {args.init_from}", flush=True)
         if paths["log"].exists():
             paths["log"].unlink()

@@ -1,0 +1,77 @@
+"""Function-preserving deepening: a trained net copied into a deeper net of its layers plus new convolutions.
+
+``--init-from`` uses it when ``--arch`` has every layer of the trained model
+(same names and shapes, same order) and, besides them, new 3x3 convolutions
+with as many outputs as inputs, each followed by BatchNormalization
+(``vgg-light`` into ``vgg-deep-light``, say). Each new convolution starts as
+the identity, and the BatchNormalization after it is set from the mean and
+variance of its input over sample training faces, so that it passes that input
+through in inference and, up to batch noise, in training too; the ReLU after
+it leaves the non-negative input unchanged. The deeper net so starts out
+computing what the trained one does (Chen et al., "Net2Net", 2016), and
+training puts the new layers to use from there.
+"""
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers
+
+
+def _weighted(model: keras.Model) -> list:
+    return [layer for layer in model.layers if layer.weights]
+
+
+def deepenable(model: keras.Model, trained: keras.Model) -> bool:
+    """Whether ``model`` is ``trained``'s layers, unchanged and in order, plus square convolutions with a BN each."""
+    theirs = {layer.name: layer for layer in _weighted(trained)}
+    mine = _weighted(model)
+    if [layer.name for layer in mine if layer.name in theirs] != list(theirs) or len(mine) == len(theirs):
+        return False
+    for position, layer in enumerate(mine):
+        if layer.name in theirs:
+            if type(layer) is not type(theirs[layer.name]) or \
+                    [w.shape for w in layer.weights] != [w.shape for w in theirs[layer.name].weights]:
+                return False
+        elif isinstance(layer, layers.Conv2D):
+            height, width, channels_in, channels_out = layer.kernel.shape
+            if channels_in != channels_out or height % 2 == 0 or width % 2 == 0 or layer.padding != "same":
+                return False
+        elif isinstance(layer, layers.BatchNormalization):
+            before = mine[position - 1] if position else None
+            if not isinstance(before, layers.Conv2D) or before.name in theirs:
+                return False
+        else:
+            return False
+    return True
+
+
+def deepen_into(model: keras.Model, trained: keras.Model, faces: np.ndarray, batch_size: int = 256) -> dict:
+    """Copy ``trained`` into the deeper ``model`` with its new layers as identities; returns a record.
+
+    ``faces``: sample training faces (N, 48, 48, 1) in [0, 1] for the new BatchNormalization layers'
+    statistics. Raises ValueError when ``model`` is not ``trained`` deepened (see ``deepenable``).
+    """
+    if not deepenable(model, trained):
+        raise ValueError(f"{model.name} is not {trained.name}'s layers plus new square convolutions")
+    theirs = {layer.name for layer in _weighted(trained)}
+    mine = _weighted(model)
+    added = []
+    for position, layer in enumerate(mine):
+        if layer.name in theirs:
+            layer.set_weights(trained.get_layer(layer.name).get_weights())
+        elif isinstance(layer, layers.Conv2D):
+            height, width, channels, _ = layer.kernel.shape
+            kernel = np.zeros(layer.kernel.shape, np.float32)
+            kernel[height // 2, width // 2, np.arange(channels), np.arange(channels)] = 1.0
+            layer.set_weights([kernel] + [np.zeros(channels, np.float32)] * (layer.use_bias is True))
+            added.append(layer.name)
+        else:  # the BatchNormalization after a new convolution
+            conv = mine[position - 1]
+            probe = keras.Model(model.inputs, conv.input)
+            features = probe.predict(faces, batch_size=batch_size, verbose=0).astype(np.float64)
+            mean, var = features.mean(axis=(0, 1, 2)), features.var(axis=(0, 1, 2))
+            gamma = np.sqrt(var + layer.epsilon)
+            layer.set_weights([w.astype(np.float32) for w in (gamma, mean, mean, var)])
+    return {"added": added, "as": "identity convolutions, BatchNormalization from the statistics of their input",
+            "faces": int(len(faces))}

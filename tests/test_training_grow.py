@@ -1,0 +1,81 @@
+"""Function-preserving deepening (app.training.grow): a trained net copied into a deeper one."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from app.training import train
+from app.training.architectures import ARCHITECTURES, make_model, vgg
+from app.training.average import reestimate_batchnorm
+from app.training.grow import deepen_into, deepenable
+from tests.fersynth import write_tree
+
+NO_DROPOUT = (0.0,) * 5
+
+
+def shallow(dropout=NO_DROPOUT):
+    return vgg(widths=(8, 8, 16, 16), convs=(1, 1, 1, 1), dense=16, dropout=dropout, name="shallow")
+
+
+def deep(dropout=NO_DROPOUT):
+    return vgg(widths=(8, 8, 16, 16), convs=(1, 2, 1, 3), dense=16, dropout=dropout, name="deep")
+
+
+def randomised(model, seed=0):
+    rng = np.random.default_rng(seed)
+
+    def draw(shape):  # kernels around 0; BatchNormalization vectors (and biases) positive, so variances are valid
+        return rng.normal(0.0, 0.3, shape) if len(shape) > 1 else rng.uniform(0.1, 1.0, shape)
+
+    model.set_weights([draw(w.shape).astype("float32") for w in model.get_weights()])
+    return model
+
+
+def test_the_deepened_net_computes_what_the_trained_one_does_in_inference_and_training():
+    small, big = randomised(shallow()), deep()
+    faces = np.random.default_rng(1).random((64, 48, 48, 1), dtype=np.float32)
+    # As in a trained net, the moving statistics are those of the data (here exactly those of this one batch).
+    reestimate_batchnorm(small, faces, batch_size=64, verbose=0)
+
+    record = deepen_into(big, small, faces)
+
+    assert record["added"] == ["s2c2_conv", "s4c2_conv", "s4c3_conv"] and record["faces"] == 64
+    np.testing.assert_allclose(big.predict(faces, verbose=0), small.predict(faces, verbose=0), atol=1e-5)
+    # In training mode the new BatchNormalization layers see the batch their statistics came from: identity again.
+    np.testing.assert_allclose(big(faces, training=True).numpy(), small(faces, training=True).numpy(), atol=1e-4)
+    other = np.random.default_rng(2).random((8, 48, 48, 1), dtype=np.float32)
+    np.testing.assert_allclose(big.predict(other, verbose=0), small.predict(other, verbose=0), atol=1e-5)
+
+
+def test_only_the_same_layers_plus_square_convolutions_can_be_deepened_into():
+    small = shallow()
+    assert deepenable(deep(), small)
+    assert not deepenable(shallow(), small)  # nothing new: a plain copy
+    assert not deepenable(small, deep())  # fewer layers
+    assert not deepenable(vgg(widths=(8, 8, 16, 32), convs=(1, 2, 1, 3), dense=16), small)  # a layer reshaped
+    with pytest.raises(ValueError, match="shallow is not deep's layers plus new square convolutions"):
+        deepen_into(small, deep(), np.zeros((2, 48, 48, 1), np.float32))
+
+
+def test_the_deep_architecture_deepens_the_shipped_layers():
+    assert deepenable(make_model("vgg-deep-light"), make_model("vgg-light"))
+
+
+def test_init_from_a_shallower_trained_net_deepens_it_and_says_so_in_the_card(tmp_path, monkeypatch, capsys):
+    data = write_tree(tmp_path / "fer", train_per_class=20, test_per_class=5)
+    monkeypatch.setitem(ARCHITECTURES, "shallow", lambda: shallow((0.1,) * 5))
+    monkeypatch.setitem(ARCHITECTURES, "deep", lambda: deep((0.1,) * 5))
+    common = ["--data", str(data), "--precision", "fp32", "--batch-size", "64", "--warmup-epochs", "0",
+              "--verbose", "0", "--epochs", "1"]
+    source = tmp_path / "shallow.keras"
+    assert train.main(common + ["--arch", "shallow", "--out", str(source), "--run-dir", str(tmp_path / "s")]) == 0
+    capsys.readouterr()
+    out = tmp_path / "deep.keras"
+    assert train.main(common + ["--arch", "deep", "--init-from", str(source), "--out", str(out),
+                                "--run-dir", str(tmp_path / "d")]) == 0
+    assert "they start as identities" in capsys.readouterr().out
+    training = json.loads(out.with_suffix(".json").read_text())["training"]
+    assert training["init_from"]["deepened"]["added"] == ["s2c2_conv", "s4c2_conv", "s4c3_conv"]
+    assert training["init_from"]["deepened"]["faces"] == training["n_train"]  # a small set: every training face

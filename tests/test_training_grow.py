@@ -1,16 +1,13 @@
 """Function-preserving deepening (app.training.grow): a trained net copied into a deeper one."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
-from app.training import train
-from app.training.architectures import ARCHITECTURES, make_model, vgg
+from app.training.architectures import make_model, vgg
 from app.training.average import reestimate_batchnorm
 from app.training.grow import deepen_into, deepenable
-from tests.fersynth import write_tree
+from tests.reshaping import randomised, train_then_init_from
 
 NO_DROPOUT = (0.0,) * 5
 
@@ -21,16 +18,6 @@ def shallow(dropout=NO_DROPOUT):
 
 def deep(dropout=NO_DROPOUT):
     return vgg(widths=(8, 8, 16, 16), convs=(1, 2, 1, 3), dense=16, dropout=dropout, name="deep")
-
-
-def randomised(model, seed=0):
-    rng = np.random.default_rng(seed)
-
-    def draw(shape):  # kernels around 0; BatchNormalization vectors (and biases) positive, so variances are valid
-        return rng.normal(0.0, 0.3, shape) if len(shape) > 1 else rng.uniform(0.1, 1.0, shape)
-
-    model.set_weights([draw(w.shape).astype("float32") for w in model.get_weights()])
-    return model
 
 
 def test_the_deepened_net_computes_what_the_trained_one_does_in_inference_and_training():
@@ -64,18 +51,8 @@ def test_the_deep_architecture_deepens_the_shipped_layers():
 
 
 def test_init_from_a_shallower_trained_net_deepens_it_and_says_so_in_the_card(tmp_path, monkeypatch, capsys):
-    data = write_tree(tmp_path / "fer", train_per_class=20, test_per_class=5)
-    monkeypatch.setitem(ARCHITECTURES, "shallow", lambda: shallow((0.1,) * 5))
-    monkeypatch.setitem(ARCHITECTURES, "deep", lambda: deep((0.1,) * 5))
-    common = ["--data", str(data), "--precision", "fp32", "--batch-size", "64", "--warmup-epochs", "0",
-              "--verbose", "0", "--epochs", "1"]
-    source = tmp_path / "shallow.keras"
-    assert train.main(common + ["--arch", "shallow", "--out", str(source), "--run-dir", str(tmp_path / "s")]) == 0
-    capsys.readouterr()
-    out = tmp_path / "deep.keras"
-    assert train.main(common + ["--arch", "deep", "--init-from", str(source), "--out", str(out),
-                                "--run-dir", str(tmp_path / "d")]) == 0
-    assert "they start as identities" in capsys.readouterr().out
-    training = json.loads(out.with_suffix(".json").read_text())["training"]
+    printed, training = train_then_init_from(tmp_path, monkeypatch, capsys,
+                                             lambda: shallow((0.1,) * 5), lambda: deep((0.1,) * 5))
+    assert "they start as identities" in printed
     assert training["init_from"]["deepened"]["added"] == ["s2c2_conv", "s4c2_conv", "s4c3_conv"]
     assert training["init_from"]["deepened"]["faces"] == training["n_train"]  # a small set: every training face

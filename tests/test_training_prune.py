@@ -1,15 +1,12 @@
 """Structured pruning (app.training.prune): a wide net's strongest channels copied into a narrower one."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
-from app.training import train
-from app.training.architectures import ARCHITECTURES, make_model, vgg
+from app.training.architectures import make_model, vgg
 from app.training.prune import PruneError, prunable, prune_into
-from tests.fersynth import write_tree
+from tests.reshaping import randomised, train_then_init_from
 
 
 def wide():
@@ -18,17 +15,6 @@ def wide():
 
 def narrow():
     return vgg(widths=(4, 6, 8, 12), convs=(2, 1, 1, 1), dense=8, name="narrow")
-
-
-def randomised(model, seed=0):
-    """``model`` with random weights and BatchNormalization statistics, so every channel differs."""
-    rng = np.random.default_rng(seed)
-
-    def draw(shape):  # kernels around 0; BatchNormalization vectors (and biases) positive, so variances are valid
-        return rng.normal(0.0, 0.3, shape) if len(shape) > 1 else rng.uniform(0.1, 1.0, shape)
-
-    model.set_weights([draw(w.shape).astype("float32") for w in model.get_weights()])
-    return model
 
 
 def kill_all_but(model, keep: dict[str, np.ndarray]):
@@ -83,17 +69,7 @@ def test_the_slim_architecture_is_the_shipped_layers_at_half_width():
 
 
 def test_init_from_a_wider_trained_net_prunes_it_and_says_so_in_the_card(tmp_path, monkeypatch, capsys):
-    data = write_tree(tmp_path / "fer", train_per_class=20, test_per_class=5)
-    monkeypatch.setitem(ARCHITECTURES, "wide", wide)
-    monkeypatch.setitem(ARCHITECTURES, "narrow", narrow)
-    common = ["--data", str(data), "--precision", "fp32", "--batch-size", "64", "--warmup-epochs", "0",
-              "--verbose", "0", "--epochs", "1"]
-    source = tmp_path / "wide.keras"
-    assert train.main(common + ["--arch", "wide", "--out", str(source), "--run-dir", str(tmp_path / "w")]) == 0
-    capsys.readouterr()
-    out = tmp_path / "narrow.keras"
-    assert train.main(common + ["--arch", "narrow", "--init-from", str(source), "--out", str(out),
-                                "--run-dir", str(tmp_path / "n")]) == 0
-    assert "its strongest channels were kept" in capsys.readouterr().out
-    init = json.loads(out.with_suffix(".json").read_text())["training"]["init_from"]
-    assert init["pruned"]["channels"]["s1c1_conv"] == [4, 8] and init["parent"]["architecture"] == "wide"
+    printed, training = train_then_init_from(tmp_path, monkeypatch, capsys, wide, narrow)
+    assert "its strongest channels were kept" in printed
+    init = training["init_from"]
+    assert init["pruned"]["channels"]["s1c1_conv"] == [4, 8] and init["parent"]["architecture"] == "source"

@@ -67,6 +67,11 @@ def batchnorm_layers(model: keras.Model) -> list[layers.BatchNormalization]:
     return [layer for layer in model._flatten_layers() if isinstance(layer, layers.BatchNormalization)]
 
 
+def weighted_layers(model: keras.Model) -> list[layers.Layer]:
+    """The layers of ``model`` that hold weights, in the model's order."""
+    return [layer for layer in model.layers if layer.weights]
+
+
 def make_model(name: str = "vgg") -> keras.Model:
     """Build the named architecture (see ``ARCHITECTURES``)."""
     try:

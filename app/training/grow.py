@@ -17,15 +17,13 @@ import keras
 import numpy as np
 from keras import layers
 
-
-def _weighted(model: keras.Model) -> list:
-    return [layer for layer in model.layers if layer.weights]
+from app.training.architectures import weighted_layers
 
 
 def deepenable(model: keras.Model, trained: keras.Model) -> bool:
     """Whether ``model`` is ``trained``'s layers, unchanged and in order, plus square convolutions with a BN each."""
-    theirs = {layer.name: layer for layer in _weighted(trained)}
-    mine = _weighted(model)
+    theirs = {layer.name: layer for layer in weighted_layers(trained)}
+    mine = weighted_layers(model)
     if [layer.name for layer in mine if layer.name in theirs] != list(theirs) or len(mine) == len(theirs):
         return False
     for position, layer in enumerate(mine):
@@ -54,8 +52,8 @@ def deepen_into(model: keras.Model, trained: keras.Model, faces: np.ndarray, bat
     """
     if not deepenable(model, trained):
         raise ValueError(f"{model.name} is not {trained.name}'s layers plus new square convolutions")
-    theirs = {layer.name for layer in _weighted(trained)}
-    mine = _weighted(model)
+    theirs = {layer.name for layer in weighted_layers(trained)}
+    mine = weighted_layers(model)
     added = []
     for position, layer in enumerate(mine):
         if layer.name in theirs:

@@ -17,6 +17,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from app.training.architectures import weighted_layers
+
 WEIGHTED = (layers.Conv2D, layers.Dense)
 
 
@@ -26,7 +28,7 @@ class PruneError(ValueError):
 
 def prunable(model: keras.Model, trained: keras.Model) -> bool:
     """Whether ``model`` has ``trained``'s layers (same names, kinds and order) with no wider weights."""
-    mine, theirs = _weighted_layers(model), _weighted_layers(trained)
+    mine, theirs = weighted_layers(model), weighted_layers(trained)
     if [(l.name, type(l)) for l in mine] != [(l.name, type(l)) for l in theirs]:
         return False
     for a, b in zip(mine, theirs):
@@ -73,7 +75,3 @@ def prune_into(model: keras.Model, trained: keras.Model) -> dict:
         kept_in = kept_out
     return {"kept": "the output channels of largest BatchNormalization |gamma| (kernel norm where none follows)",
             "channels": record}
-
-
-def _weighted_layers(model: keras.Model) -> list:
-    return [layer for layer in model.layers if layer.weights]

@@ -19,8 +19,6 @@ from keras import layers
 
 from app.training.architectures import weighted_layers
 
-WEIGHTED = (layers.Conv2D, layers.Dense)
-
 
 class PruneError(ValueError):
     """The narrow model is not the trained model's layers with fewer channels."""

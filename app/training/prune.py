@@ -27,7 +27,7 @@ class PruneError(ValueError):
 def prunable(model: keras.Model, trained: keras.Model) -> bool:
     """Whether ``model`` has ``trained``'s layers (same names, kinds and order) with no wider weights."""
     mine, theirs = weighted_layers(model), weighted_layers(trained)
-    if [(l.name, type(l)) for l in mine] != [(l.name, type(l)) for l in theirs]:
+    if [(layer.name, type(layer)) for layer in mine] != [(layer.name, type(layer)) for layer in theirs]:
         return False
     for a, b in zip(mine, theirs):
         shapes_a, shapes_b = [w.shape for w in a.weights], [w.shape for w in b.weights]

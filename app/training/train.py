@@ -34,8 +34,8 @@ from app.training.augment import augment_batch, make_augmenter, make_cutter, mak
 from app.training.card import HYPERPARAMETER_DEFAULTS  # noqa: E402
 from app.training.data import DataError, Split, load_dataset  # noqa: E402
 from app.training.evaluate import view_logits  # noqa: E402
-from app.training.metrics import cross_validated_ece, fit_temperature  # noqa: E402
 from app.training.grow import deepen_into, deepenable  # noqa: E402
+from app.training.metrics import cross_validated_ece, fit_temperature  # noqa: E402
 from app.training.prune import prunable, prune_into  # noqa: E402
 from app.training.sam import SharpnessAware, plain  # noqa: E402
 from app.vision.preprocess import EMOTIONS  # noqa: E402
@@ -84,7 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--init-from", metavar="MODEL",
                    help="start from the weights of a trained .keras model with the same layers (fine-tuning), "
-                        "or with the same layers and more channels (its strongest channels are kept: pruning); "
+                        "with the same layers and more channels (its strongest channels are kept: pruning), "
+                        "or with fewer layers (the new convolutions start as identities: deepening); "
                         "a calibration temperature recorded in its card is undone first")
     p.add_argument("--resume", action="store_true",
                    help="continue from the run folder's last checkpoint, with the run's first data settings "

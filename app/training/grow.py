@@ -44,14 +44,17 @@ def deepenable(model: keras.Model, trained: keras.Model) -> bool:
     return True
 
 
-def deepen_into(model: keras.Model, trained: keras.Model, faces: np.ndarray, batch_size: int = 256) -> dict:
+def deepen_into(model: keras.Model, trained: keras.Model, faces: np.ndarray, batch_size: int = 256,
+                sample: int = 4096) -> dict:
     """Copy ``trained`` into the deeper ``model`` with its new layers as identities; returns a record.
 
-    ``faces``: sample training faces (N, 48, 48, 1) in [0, 1] for the new BatchNormalization layers'
-    statistics. Raises ValueError when ``model`` is not ``trained`` deepened (see ``deepenable``).
+    ``faces``: training faces (N, 48, 48, 1) in [0, 1]; every k-th of them, about ``sample`` in all, gives
+    the new BatchNormalization layers' statistics. Raises ValueError when ``model`` is not ``trained``
+    deepened (see ``deepenable``).
     """
     if not deepenable(model, trained):
         raise ValueError(f"{model.name} is not {trained.name}'s layers plus new square convolutions")
+    faces = faces[:: max(1, len(faces) // sample)]
     theirs = {layer.name for layer in weighted_layers(trained)}
     mine = weighted_layers(model)
     added = []

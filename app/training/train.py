@@ -327,7 +327,7 @@ def init_from(model: keras.Model, source: Path, faces: np.ndarray | None = None)
 
     A ``source`` with ``model``'s layers but more channels is pruned into it (``app.training.prune``);
     one with fewer layers is deepened into it (``app.training.grow``), the new layers' BatchNormalization
-    statistics taken from the training ``faces``.
+    statistics taken from a sample of the training ``faces``.
     """
     import hashlib
 
@@ -485,8 +485,7 @@ def _train(args, argv=None, state: dict | None = None) -> dict:
     else:
         model = build_compiled(args, steps)
         if args.init_from:
-            sample = train_split.x[:: max(1, len(train_split) // 4096)]
-            record["init_from"] = init_from(plain(model), Path(args.init_from), sample)
+            record["init_from"] = init_from(plain(model), Path(args.init_from), train_split.x)
             print(f"initialised from {args.init_from}", flush=True)
         if paths["log"].exists():
             paths["log"].unlink()

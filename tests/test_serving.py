@@ -11,14 +11,15 @@ EXIT_CODES = {"threading": 4, "eventlet": 1}
 
 
 @pytest.mark.parametrize("mode", SERVER_MODES)
-@pytest.mark.parametrize(("problem", "message"), [
-    ("missing", "emotion model not found"),
-    ("unreadable", "is unreadable"),
+@pytest.mark.parametrize(("problem", "name", "message"), [
+    ("missing", "emotion.int8.tflite", "emotion model not found"),
+    ("unreadable", "emotion.keras", "is unreadable"),
+    ("unreadable", "emotion.int8.tflite", "is unreadable"),
 ])
-def test_server_refuses_to_start_without_a_usable_model(tmp_path, mode, problem, message):
-    model = tmp_path / "emotion.keras"
+def test_server_refuses_to_start_without_a_usable_model(tmp_path, mode, problem, name, message):
+    model = tmp_path / name
     if problem == "unreadable":
-        model.write_bytes(b"this is not a Keras archive")
+        model.write_bytes(b"this is not a model file")
     server = ServerProcess(mode, workdir=tmp_path, model_path=model, startup_timeout=90)
     with pytest.raises(ServerError) as failed:
         server.start()

@@ -32,6 +32,7 @@ from app.vision.emotions import EmotionModel
 from app.vision.preprocess import EMOTIONS, INPUT_SIZE, TTA_VIEWS, ZOOM_CROP
 
 REGRESSION_SAMPLE = {"seed": 2013, "n": 700}
+RUNTIMES = {"tensorflow": "compiled tf.function", "tflite": "TensorFlow Lite interpreter, XNNPACK"}
 TIMING_CALLS = 300
 PREPROCESSING = (
     "app.vision.preprocess.prepare_face: crop the face box from the frame, convert to 8-bit "
@@ -165,7 +166,7 @@ def _inference_cost(model: EmotionModel, face: np.ndarray, calls: int) -> dict:
         "calls": calls,
         "batch": 1,
         "tta": model.tta,
-        "path": f"EmotionModel.predict (compiled tf.function, one batch of the face's "
+        "path": f"EmotionModel.predict ({RUNTIMES[model.backend]}, one batch of the face's "
                 f"{len(TTA_VIEWS) if model.tta else 1} view(s))",
         "machine": {
             "platform": platform.platform(),

@@ -1,9 +1,15 @@
-"""EmotionModel: load the Keras model once, predict every face of a frame in one batch.
+"""EmotionModel: load the model once, predict every face of a frame in one batch.
 
-Inference goes through a compiled ``tf.function`` fed with batches padded to a
-few fixed sizes, all traced at start-up, so the hot path never retraces. Each
-traced graph is frozen (its weights become constants), which lets oneDNN lay
-out the convolution kernels once instead of on every call.
+Two kinds of model file serve:
+
+- ``.keras`` (float32): inference goes through a compiled ``tf.function`` fed
+  with batches padded to a few fixed sizes, all traced at start-up, so the hot
+  path never retraces. Each traced graph is frozen (its weights become
+  constants), which lets oneDNN lay out the convolution kernels once instead
+  of on every call.
+- ``.tflite`` (the int8 copy ``app.training.quantize`` makes of a ``.keras``
+  model, which the server ships): TensorFlow Lite's interpreter with XNNPACK,
+  one interpreter per batch size, each sized and allocated at start-up.
 With ``tta=True`` each face is classified in the two views of
 ``preprocess.tta_views`` (a slight zoom-in and its mirror) and the
 probabilities are averaged; the shipped model is calibrated for that.
@@ -11,6 +17,8 @@ probabilities are averaged; the shipped model is calibrated for that.
 from __future__ import annotations
 
 import os
+import queue
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,20 +51,83 @@ class ModelLoadError(RuntimeError):
     """The model file is missing, unreadable or of the wrong shape."""
 
 
+def _check_shapes(in_shape, out_shape, path: str | None) -> None:
+    in_shape, out_shape = (tuple(None if d is None else int(d) for d in shape) for shape in (in_shape, out_shape))
+    if in_shape != (INPUT_SIZE, INPUT_SIZE, 1) or out_shape != (len(EMOTIONS),):
+        raise ModelLoadError(
+            f"model {path or ''} takes {in_shape} and gives {out_shape}; "
+            f"expected ({INPUT_SIZE}, {INPUT_SIZE}, 1) -> ({len(EMOTIONS)},)"
+        )
+
+
+def tflite_interpreter(content: bytes, num_threads: int | None = None):
+    """A TensorFlow Lite interpreter (XNNPACK on CPU) for a model's bytes.
+
+    ``tf.lite.Interpreter`` warns that it moves to the ``ai_edge_litert``
+    package; the pinned TensorFlow still ships it, and this is the one place
+    that would change.
+    """
+    import tensorflow as tf
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*tf\.lite\.Interpreter is deprecated", category=UserWarning)
+        return tf.lite.Interpreter(model_content=content, num_threads=num_threads)
+
+
+class _TfliteRunner:
+    """Interpreters sized for one batch size: ``copies`` of them, so that many threads can predict at once.
+
+    An interpreter runs one call at a time (and releases the GIL while it runs); a call takes a free one.
+    """
+
+    def __init__(self, content: bytes, size: int, num_threads: int | None, copies: int, path: str | None):
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(copies):
+            self._free.put(self._interpreter(content, size, num_threads, path))
+
+    @staticmethod
+    def _interpreter(content: bytes, size: int, num_threads: int | None, path: str | None):
+        try:
+            interpreter = tflite_interpreter(content, num_threads)
+            (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+        except ValueError as exc:  # not a TensorFlow Lite flatbuffer, or more than one input/output
+            raise ModelLoadError(f"emotion model {path} is unreadable: {exc}") from exc
+        _check_shapes(inp["shape_signature"][1:], out["shape_signature"][1:], path)
+        if inp["dtype"] != np.float32 or out["dtype"] != np.float32:
+            raise ModelLoadError(f"model {path} takes {inp['dtype'].__name__} and gives {out['dtype'].__name__}; "
+                                 "expected float32 in and out (app.training.quantize keeps them float)")
+        try:
+            interpreter.resize_tensor_input(inp["index"], [size, INPUT_SIZE, INPUT_SIZE, 1])
+            interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelLoadError(f"emotion model {path} cannot take a batch of {size}: {exc}") from exc
+        return interpreter, inp["index"], out["index"]
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        held = self._free.get()
+        try:
+            interpreter, inp, out = held
+            interpreter.set_tensor(inp, batch)
+            interpreter.invoke()  # releases the GIL while it runs
+            return interpreter.get_tensor(out)  # a copy
+        finally:
+            self._free.put(held)
+
+
 class EmotionModel:
-    """A preloaded, warmed-up emotion classifier (thread-safe)."""
+    """A preloaded, warmed-up emotion classifier (thread-safe).
+
+    ``backend`` says which runtime serves it: ``"tensorflow"`` (a ``.keras``
+    model) or ``"tflite"``; ``keras_model`` is the Keras model, or None for
+    a ``.tflite`` file.
+    """
 
     def __init__(self, keras_model, tta: bool = True, batch_sizes=BATCH_SIZES, path: str | None = None):
         import tensorflow as tf
 
-        in_shape = tuple(keras_model.input_shape[1:])
-        out_shape = tuple(keras_model.output_shape[1:])
-        if in_shape != (INPUT_SIZE, INPUT_SIZE, 1) or out_shape != (len(EMOTIONS),):
-            raise ModelLoadError(
-                f"model {path or ''} takes {in_shape} and gives {out_shape}; "
-                f"expected ({INPUT_SIZE}, {INPUT_SIZE}, 1) -> ({len(EMOTIONS)},)"
-            )
+        _check_shapes(keras_model.input_shape[1:], keras_model.output_shape[1:], path)
         self.keras_model = keras_model
+        self.backend = "tensorflow"
         self.path = path
         self.tta = tta
         self.batch_sizes = tuple(sorted(batch_sizes))
@@ -75,14 +146,56 @@ class EmotionModel:
 
         # One frozen concrete function per batch size, traced now: the hot path never retraces.
         self._fns = {size: compiled(size) for size in self.batch_sizes}
+        self._runners = {size: self._graph_runner(fn) for size, fn in self._fns.items()}
         self.warm_up()
+
+    @staticmethod
+    def _graph_runner(fn):
+        import tensorflow as tf
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            (probs,) = fn(tf.constant(batch))
+            return probs.numpy()
+
+        return run
+
+    @classmethod
+    def from_tflite(cls, content: bytes, tta: bool = True, batch_sizes=BATCH_SIZES,
+                    path: str | None = None) -> "EmotionModel":
+        """Serve a TensorFlow Lite model (float32 faces in, probabilities out), e.g. the int8 copy.
+
+        Each op runs on TensorFlow's threads-per-op setting (``set_op_threads``; 0: one per core), and
+        each batch size gets as many interpreters as that leaves cores, so concurrent calls run side by side.
+        """
+        import tensorflow as tf
+
+        self = cls.__new__(cls)
+        self.keras_model = None
+        self.backend = "tflite"
+        self.path = path
+        self.tta = tta
+        self.batch_sizes = tuple(sorted(batch_sizes))
+        self.labels = EMOTIONS
+        cores = os.cpu_count() or 1
+        threads = tf.config.threading.get_intra_op_parallelism_threads() or cores
+        copies = max(1, cores // threads)  # enough interpreters to keep every core busy
+        self._fns = {}
+        self._runners = {size: _TfliteRunner(content, size, threads, copies, path) for size in self.batch_sizes}
+        self.warm_up()
+        return self
 
     @classmethod
     def load(cls, path: str | os.PathLike, tta: bool = True) -> "EmotionModel":
-        """Load a ``.keras`` file; raises ModelLoadError with a clear message."""
+        """Load a ``.keras`` or ``.tflite`` file; raises ModelLoadError with a clear message."""
         path = Path(path)
         if not path.is_file():
-            raise ModelLoadError(f"emotion model not found: {path} (set MODEL_PATH to a .keras file)")
+            raise ModelLoadError(f"emotion model not found: {path} (set MODEL_PATH to a .keras or .tflite file)")
+        if path.suffix == ".tflite":
+            try:
+                content = path.read_bytes()
+            except OSError as exc:
+                raise ModelLoadError(f"emotion model {path} is unreadable: {exc}") from exc
+            return cls.from_tflite(content, tta=tta, path=str(path))
         import keras
 
         try:
@@ -92,15 +205,12 @@ class EmotionModel:
         return cls(model, tta=tta, path=str(path))
 
     def warm_up(self) -> None:
-        """Trace the compiled function once per batch size."""
+        """Run each batch size once (a first call pays for tracing, allocation, kernel packing)."""
         for size in self.batch_sizes:
             self._run(np.zeros((size, INPUT_SIZE, INPUT_SIZE, 1), np.float32))
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        import tensorflow as tf
-
-        (probs,) = self._fns[len(batch)](tf.constant(batch))
-        return probs.numpy()
+        return self._runners[len(batch)](batch)
 
     def _bucket(self, n: int) -> int:
         for size in self.batch_sizes:

@@ -49,7 +49,7 @@ class Config:
 
     ENV = "development"
     SECRET_KEY: str | None = None
-    MODEL_PATH = str(ROOT / "models" / "emotion.keras")
+    MODEL_PATH = str(ROOT / "models" / "emotion.int8.tflite")
     MODEL_TTA = True
     ASYNC_MODE = "threading"
     MAX_UPLOAD_BYTES = 10 * 1024 * 1024

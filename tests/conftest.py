@@ -23,7 +23,8 @@ def shared_dir() -> Path:
 SHARED = shared_dir()
 FACES = SHARED / "faces"
 FER = SHARED / "fer2013"
-MODEL = ROOT / "models" / "emotion.keras"
+MODEL = ROOT / "models" / "emotion.int8.tflite"  # the served model (Config.MODEL_PATH)
+FLOAT_MODEL = ROOT / "models" / "emotion.keras"  # its float source
 
 
 def require(path: Path) -> Path:

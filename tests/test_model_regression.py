@@ -1,8 +1,10 @@
-"""The shipped model still scores what its model card says, on the card's fixed PublicTest sample.
+"""The shipped models still score what their model cards say, on the cards' fixed PublicTest sample.
 
-The card (``models/emotion.json``, written by ``app.training.card``) records the
-accuracy on the full PublicTest split and on a fixed stratified sample of it;
-re-measuring the sample through the serving path keeps this test to seconds.
+Each card (``models/emotion.json`` for the float model, written by
+``app.training.card``; ``models/emotion.int8.json`` for the served int8 copy,
+written by ``app.training.quantize``) records the accuracy on the full
+PublicTest split and on a fixed stratified sample of it; re-measuring the
+sample through the serving path keeps this test to seconds.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import pytest
 from app.training.data import load_folder, stratified_sample
 from app.training.evaluate import evaluate
 from app.vision.emotions import EmotionModel
-from tests.conftest import FER, MODEL, require
+from tests.conftest import FER, FLOAT_MODEL, MODEL, require
 
 TOLERANCE = 0.01  # one accuracy point: float noise across machines, not a real regression
 
@@ -24,16 +26,18 @@ TOLERANCE = 0.01  # one accuracy point: float noise across machines, not a real 
 def require_shipped(path: Path) -> Path:
     """Like conftest.require (fail in CI, skip elsewhere), with the way to make the file."""
     if not path.is_file():
-        reason = f"{path} is missing: `python -m app.training.train` writes the model and its card"
+        reason = (f"{path} is missing: `python -m app.training.train` writes the float model and its card, "
+                  "`python -m app.training.quantize` the served int8 copy and its card")
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
     return path
 
 
-@pytest.fixture(scope="module")
-def shipped() -> tuple[Path, dict]:
-    model = require_shipped(Path(os.environ.get("MODEL_PATH") or MODEL))
+@pytest.fixture(scope="module", params=["served", "float"])
+def shipped(request) -> tuple[Path, dict]:
+    path = Path(os.environ.get("MODEL_PATH") or MODEL) if request.param == "served" else FLOAT_MODEL
+    model = require_shipped(path)
     card = json.loads(require_shipped(model.with_suffix(".json")).read_text())
     return model, card
 
@@ -41,7 +45,8 @@ def shipped() -> tuple[Path, dict]:
 def test_card_describes_the_shipped_model(shipped):
     model, card = shipped
     assert card["model_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest(), \
-        f"{model.with_suffix('.json')} was written for another {model.name}; regenerate it with app.training.card"
+        f"{model.with_suffix('.json')} was written for another {model.name}; " \
+        "regenerate it (app.training.card or app.training.quantize)"
     assert card["regression_sample"], f"the card has no regression_sample: {card['notes']}"
     assert card["evaluated_on"]["split"] == "PublicTest" and card["accuracy"] is not None
 

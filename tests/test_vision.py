@@ -1,6 +1,10 @@
 """The recogniser without Flask: decoding, detection, classification, tracking."""
 from __future__ import annotations
 
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
+
 import cv2
 import numpy as np
 import pytest
@@ -24,10 +28,26 @@ def decode(data, max_bytes=20 * MB, max_pixels=50_000_000, want_color=True):
 
 @pytest.fixture(scope="module")
 def model():
+    """The served model: the int8 copy."""
     from app.extensions import load_model
     from tests.conftest import MODEL
 
     return load_model(str(MODEL), True)
+
+
+@pytest.fixture(scope="module")
+def float_model():
+    """The served model's float source (``models/emotion.keras``)."""
+    from app.extensions import load_model
+    from tests.conftest import FLOAT_MODEL
+
+    return load_model(str(FLOAT_MODEL), True)
+
+
+@pytest.fixture(params=["model", "float_model"])
+def any_model(request):
+    """Each shipped model in turn: the served int8 copy, then its float source."""
+    return request.getfixturevalue(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -283,43 +303,94 @@ def test_stream_analyzer_bad_frame_leaves_state_unchanged(photos, model):
     assert stream.process(frame)["faces"][0]["id"] == before[0][0]
 
 
-def test_model_batches_match_single_predictions(model):
+def test_model_batches_match_single_predictions(any_model):
     rng = np.random.default_rng(1)
     faces = rng.random((5, 48, 48, 1), dtype=np.float32)
-    batch = model.predict(faces)
-    singles = np.concatenate([model.predict(f[None]) for f in faces])
+    batch = any_model.predict(faces)
+    singles = np.concatenate([any_model.predict(f[None]) for f in faces])
     np.testing.assert_allclose(batch, singles, atol=1e-4)
-    assert model.predict(np.zeros((0, 48, 48, 1), np.float32)).shape == (0, 7)
-    many = model.predict(rng.random((40, 48, 48, 1), dtype=np.float32))
+    assert any_model.predict(np.zeros((0, 48, 48, 1), np.float32)).shape == (0, 7)
+    many = any_model.predict(rng.random((40, 48, 48, 1), dtype=np.float32))
     assert many.shape == (40, 7)
+    np.testing.assert_allclose(many.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_served_probabilities_are_the_mean_over_the_tta_views(model):
+def test_served_probabilities_are_the_mean_over_the_tta_views(any_model):
     from app.vision.emotions import EmotionModel
 
-    plain = EmotionModel(model.keras_model, tta=False)
+    if any_model.backend == "tflite":
+        plain = EmotionModel.load(any_model.path, tta=False)
+    else:
+        plain = EmotionModel(any_model.keras_model, tta=False)
     faces = np.random.default_rng(4).random((3, 48, 48, 1), dtype=np.float32)
     expected = np.mean([plain.predict(view) for view in tta_views(faces)], axis=0)
-    np.testing.assert_allclose(model.predict(faces), expected, atol=1e-5)
-    np.testing.assert_allclose(model.predict(faces).sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(any_model.predict(faces), expected, atol=1e-5)
+    np.testing.assert_allclose(any_model.predict(faces).sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_served_graphs_are_frozen_and_give_the_keras_models_output(model):
+def test_the_server_serves_the_int8_copy_of_the_float_model(model, float_model):
+    from app.config import Config
+    from tests.conftest import FLOAT_MODEL, MODEL
+
+    assert Config.MODEL_PATH == str(MODEL) and model.backend == "tflite" and float_model.backend == "tensorflow"
+    card = json.loads(MODEL.with_suffix(".json").read_text())
+    assert card["quantization"]["source"]["sha256"] == hashlib.sha256(FLOAT_MODEL.read_bytes()).hexdigest(), \
+        f"{MODEL.name} was made from another {FLOAT_MODEL.name}: run python -m app.training.quantize"
+
+
+def test_int8_copy_follows_its_float_source_on_real_faces(model, float_model, fer_dir):
+    from app.training.data import load_folder, stratified_sample
+
+    faces = stratified_sample(load_folder(fer_dir / "test"), 300, seed=7).x
+    served, source = model.predict(faces), float_model.predict(faces)
+    assert (served.argmax(1) == source.argmax(1)).mean() >= 0.95
+    assert np.abs(served - source).mean() <= 0.01
+    assert not np.array_equal(served, source)  # it is a different runtime, not the float model again
+
+
+def test_int8_copy_answers_threads_at_once_as_it_answers_one(model):
+    faces = np.random.default_rng(8).random((8, 1, 48, 48, 1), dtype=np.float32)
+    alone = [model.predict(f) for f in faces]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(model.predict, [f for f in faces for _ in range(4)]))
+    for i, probs in enumerate(together):
+        np.testing.assert_array_equal(probs, alone[i // 4])
+
+
+def test_a_model_file_that_is_not_a_usable_tflite_is_refused_with_a_reason(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from app.vision.emotions import EmotionModel, ModelLoadError
+
+    garbage = tmp_path / "garbage.tflite"
+    garbage.write_bytes(b"not a flatbuffer at all" * 10)
+    with pytest.raises(ModelLoadError, match="garbage.tflite is unreadable"):
+        EmotionModel.load(garbage)
+    inp = keras.Input((32, 32, 1))
+    small = keras.Model(inp, keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(inp)))
+    wrong = tmp_path / "wrong.tflite"
+    wrong.write_bytes(tf.lite.TFLiteConverter.from_keras_model(small).convert())
+    with pytest.raises(ModelLoadError, match=r"takes \(32, 32, 1\).*expected \(48, 48, 1\)"):
+        EmotionModel.load(wrong)
+
+
+def test_served_graphs_are_frozen_and_give_the_keras_models_output(float_model):
     from app.vision.emotions import EmotionModel
 
-    plain = EmotionModel(model.keras_model, tta=False)
+    plain = EmotionModel(float_model.keras_model, tta=False)
     assert all(not fn.graph.variables for fn in plain._fns.values())  # weights baked in as constants
     faces = np.random.default_rng(5).random((3, 48, 48, 1), dtype=np.float32)
-    expected = np.asarray(model.keras_model(faces, training=False))
+    expected = np.asarray(float_model.keras_model(faces, training=False))
     np.testing.assert_allclose(plain.predict(faces), expected, atol=1e-5)
 
 
-def test_a_prediction_binds_its_input_without_formatting_it(model, monkeypatch):
+def test_a_prediction_binds_its_input_without_formatting_it(float_model, monkeypatch):
     """The hot path never builds a binding-error text (it formats the whole input tensor, ~2 ms holding the GIL)."""
     from tensorflow.python.framework import ops
 
     formatted = []
     original = ops._EagerTensorBase.__repr__
     monkeypatch.setattr(ops._EagerTensorBase, "__repr__", lambda t: formatted.append(t.shape) or original(t))
-    model.predict(np.random.default_rng(6).random((2, 48, 48, 1), dtype=np.float32))
+    float_model.predict(np.random.default_rng(6).random((2, 48, 48, 1), dtype=np.float32))
     assert formatted == []

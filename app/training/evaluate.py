@@ -1,6 +1,6 @@
 """Evaluate an emotion model on labelled FER-2013 images, through the serving path.
 
-    python -m app.training.evaluate --data ../shared/fer2013/test [--model models/emotion.keras]
+    python -m app.training.evaluate --data ../shared/fer2013/test [--model models/emotion.int8.tflite]
                                     [--json] [--out DIR] [--no-tta]
 
 ``--data`` is a folder of ``<emotion>/`` sub-folders, a folder holding
@@ -61,8 +61,14 @@ def view_logits(keras_model, x: np.ndarray) -> list[np.ndarray]:
 
 
 def training_log_path(model_path: str | Path) -> Path:
-    """Where ``app.training.train`` writes the epoch log of ``model_path``."""
-    return Path(model_path).with_suffix(".log.csv")
+    """Where ``app.training.train`` writes the epoch log of ``model_path``.
+
+    The int8 copy ``NAME.int8.tflite`` (``app.training.quantize``) shares its source ``NAME.keras``'s log.
+    """
+    path = Path(model_path)
+    if path.suffix == ".tflite" and path.stem.endswith(".int8"):
+        path = path.with_suffix("")
+    return path.with_suffix(".log.csv")
 
 
 def write_figures(report: dict, probs: np.ndarray, y_true: np.ndarray, model_path: str | Path,

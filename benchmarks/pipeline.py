@@ -1,6 +1,6 @@
 """In-process time per 640x480 live frame, split into decode / detect / classify.
 
-    python -m benchmarks.pipeline [--frames 300] [--model models/emotion.keras] [--fps 30] [--op-threads N]
+    python -m benchmarks.pipeline [--frames 300] [--model models/emotion.int8.tflite] [--fps 30] [--op-threads N]
 
 Prints one JSON object. Also reports the recall of the fast detection path and
 of the full-size detector against the true face boxes of the same frames.
@@ -73,7 +73,8 @@ def run_stream(model, frames_truths, full_scan_every: int, fps: float = 0.0) -> 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--frames", type=int, default=300)
-    p.add_argument("--model", default=str(ROOT / "models" / "emotion.keras"))
+    p.add_argument("--model", default=str(ROOT / "models" / "emotion.int8.tflite"),
+                   help="the model to serve (default: the served int8 copy, %(default)s)")
     p.add_argument("--full-scan-every", type=int, default=8)
     p.add_argument("--fps", type=float, default=30.0, help="the camera pace of the paced one-face run (default 30)")
     p.add_argument("--op-threads", type=int, default=0,

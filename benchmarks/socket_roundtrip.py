@@ -1,6 +1,7 @@
 """Socket.IO round trip against a real server: one client, then N concurrent clients.
 
     python -m benchmarks.socket_roundtrip [--url http://127.0.0.1:8000] [--clients 8] [--seconds 20]
+                                          [--stream-max-fps N] [--model models/emotion.int8.tflite]
 
 Without ``--url`` it starts the production server (gunicorn, threading mode)
 on a free loopback port. Each client keeps one frame in flight, as the page
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import threading
@@ -19,7 +21,7 @@ from contextlib import nullcontext
 
 import socketio
 
-from benchmarks.common import SHARED, machine, percentiles, webcam_frames
+from benchmarks.common import ROOT, SHARED, machine, percentiles, webcam_frames
 
 
 class Client:
@@ -87,12 +89,16 @@ def scenario(url: str, frames: list[bytes], clients: int, seconds: float) -> dic
 
 
 def main(argv=None) -> None:
+    from app.config import Config
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--url", help="a running server (default: start one)")
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--stream-max-fps", type=float,
                    help="STREAM_MAX_FPS of the started server (default: the shipped setting; 0: no cap)")
+    p.add_argument("--model", default=Config.MODEL_PATH,
+                   help="MODEL_PATH of the started server (default: the served model, %(default)s)")
     args = p.parse_args(argv)
 
     frames = webcam_frames(SHARED / "faces" / "obama.jpg", 60)[0]
@@ -102,7 +108,8 @@ def main(argv=None) -> None:
         from tests.browser import ServerProcess
 
         env = {} if args.stream_max_fps is None else {"STREAM_MAX_FPS": f"{args.stream_max_fps:g}"}
-        server = ServerProcess("threading", workdir=tempfile.mkdtemp(prefix="moodlens-bench-"), env=env)
+        server = ServerProcess("threading", workdir=tempfile.mkdtemp(prefix="moodlens-bench-"), env=env,
+                               model_path=args.model)
     with server as proc:
         url = args.url or proc.url
         warm = scenario(url, frames, 1, 3)  # first frames: full scans, allocator warm-up
@@ -111,6 +118,7 @@ def main(argv=None) -> None:
             "machine": machine(),
             "server": args.url or "gunicorn -k gthread -w 1 --threads 64 (started by the benchmark)",
             "stream_max_fps": "shipped default" if args.stream_max_fps is None else args.stream_max_fps,
+            "model": None if args.url else os.path.relpath(args.model, ROOT),
             "frame": "640x480 JPEG q70, one face",
             "warm_up_frames": warm["frames_answered"],
             "one_client": scenario(url, frames, 1, args.seconds),

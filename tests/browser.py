@@ -109,11 +109,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _whole_model(path: Path) -> bool:
+    """Whether ``path`` reads as a whole model file: a TensorFlow Lite flatbuffer or a Keras zip archive."""
+    if path.suffix == ".tflite":
+        with path.open("rb") as fh:
+            return fh.read(8)[4:8] == b"TFL3"  # the flatbuffer's file identifier
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except zipfile.BadZipFile:
+        return False
+
+
 def snapshot_model(dest_dir: Path, source: Path = MODEL, attempts: int = 20) -> Path:
     """Copy the model so a training run rewriting ``source`` cannot change it under a test.
 
-    A copy taken while the file is being rewritten is not a valid archive (or
-    the file changed during the copy); such a copy is retried.
+    A copy taken while the file is being rewritten is not a valid model file
+    (or the file changed during the copy); such a copy is retried.
     """
     if not source.is_file():
         unavailable(f"{source} is missing: train a model first (python -m app.training.train)")
@@ -122,13 +134,8 @@ def snapshot_model(dest_dir: Path, source: Path = MODEL, attempts: int = 20) -> 
         before = source.stat()
         shutil.copyfile(source, dest)
         after = source.stat()
-        if (before.st_mtime_ns, before.st_size) == (after.st_mtime_ns, after.st_size):
-            try:
-                with zipfile.ZipFile(dest) as archive:
-                    if archive.testzip() is None:
-                        return dest
-            except zipfile.BadZipFile:
-                pass
+        if (before.st_mtime_ns, before.st_size) == (after.st_mtime_ns, after.st_size) and _whole_model(dest):
+            return dest
         time.sleep(0.5)
     raise RuntimeError(f"could not take a consistent copy of {source}: it keeps changing")
 

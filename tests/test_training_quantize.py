@@ -51,6 +51,11 @@ def test_quantize_writes_a_served_int8_copy_measured_next_to_its_source(trained,
     assert q["calibration_data"]["sample_checksum"] == stratified_sample(train_split, 40, 5).checksum
     assert (q["calibration_data"]["faces"], q["calibration_data"]["views"]) == (40, 80)
     assert q["size_bytes"] == out.stat().st_size and q["command"].startswith("python -m app.training.quantize ")
+    # The weights' training and temperature are the source's, repeated from its card.
+    source_card = json.loads(source_path.with_suffix(".json").read_text())
+    assert card["training"] == {**source_card["training"], "card": str(source_path.with_suffix(".json"))}
+    assert card["calibration"]["temperature"] == source_card["calibration"]["temperature"]
+    assert card["calibration"]["ece_after"] == card["ece"]
     # Its figures are its own, on the validation split, and agree with each other.
     assert card["evaluated_on"] == {"split": "PublicTest", "n": len(test_split), "checksum": test_split.checksum,
                                     "tta": True}

@@ -94,6 +94,17 @@ def agreement(reference: np.ndarray, probs: np.ndarray) -> dict:
             "mean_abs_probability_difference": float(diff.mean())}
 
 
+def _calibration(source_card: dict, figures: dict) -> dict | None:
+    """The source's temperature scaling, which the copy keeps (folded into the logits it dequantizes)."""
+    fitted = source_card.get("calibration")
+    if not fitted:
+        return None
+    return {**fitted, "ece_after": figures["ece"], "nll_after": figures["nll"],
+            "source_ece_after": fitted.get("ece_after"),
+            "note": "temperature fitted for the float source and folded into its logits layer; ece_before is the "
+                    "source's before scaling, ece_after this copy's"}
+
+
 def _figures(report: dict) -> dict:
     return {k: report[k] for k in ("accuracy", "macro_f1", "ece", "nll", "per_class", "confusion_matrix")}
 
@@ -135,8 +146,11 @@ def build_card(args: argparse.Namespace, argv: list[str], source: EmotionModel, 
             "tensorflow": tf.__version__,
             "size_bytes": Path(args.out).stat().st_size,
         },
+        # How the weights were trained is the source's story: its card's record, repeated here.
+        "training": {**(source_card.get("training") or {}), "card": str(source_card_path) if source_card else None},
         "evaluated_on": {"split": "PublicTest", "n": len(val), "checksum": val.checksum, "tta": served.tta},
         **_figures(figures),
+        "calibration": _calibration(source_card, figures),
         "agreement_with_source": agreement(source_probs, probs),
         "accuracy_without_train_duplicates": _without_train_duplicates(val, probs, {"data": str(args.data)}),
         "regression_sample": _regression_sample(served, val),

@@ -9,7 +9,8 @@ Two kinds of model file serve:
   of on every call.
 - ``.tflite`` (the int8 copy ``app.training.quantize`` makes of a ``.keras``
   model, which the server ships): TensorFlow Lite's interpreter with XNNPACK,
-  one interpreter per batch size, each sized and allocated at start-up.
+  interpreters sized and allocated for each batch size at start-up (as many
+  per size as there are cores for them, so concurrent calls run side by side).
 With ``tta=True`` each face is classified in the two views of
 ``preprocess.tta_views`` (a slight zoom-in and its mirror) and the
 probabilities are averaged; the shipped model is calibrated for that.

@@ -10,7 +10,8 @@ Two kinds of model file serve:
 - ``.tflite`` (the int8 copy ``app.training.quantize`` makes of a ``.keras``
   model, which the server ships): TensorFlow Lite's interpreter with XNNPACK,
   interpreters sized and allocated for each batch size at start-up (as many
-  per size as there are cores for them, so concurrent calls run side by side).
+  per size as there are cores for them, so concurrent calls run side by side;
+  more if more calls come at once).
 With ``tta=True`` each face is classified in the two views of
 ``preprocess.tta_views`` (a slight zoom-in and its mirror) and the
 probabilities are averaged; the shipped model is calibrated for that.
@@ -18,8 +19,8 @@ probabilities are averaged; the shipped model is calibrated for that.
 from __future__ import annotations
 
 import os
-import queue
 import warnings
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -76,15 +77,20 @@ def tflite_interpreter(content: bytes, num_threads: int | None = None):
 
 
 class _TfliteRunner:
-    """Interpreters sized for one batch size: ``copies`` of them, so that many threads can predict at once.
+    """Interpreters sized for one batch size, each lent to one call at a time.
 
-    An interpreter runs one call at a time (and releases the GIL while it runs); a call takes a free one.
+    An interpreter runs one call at a time (and releases the GIL while it
+    runs). ``copies`` are made at start-up; a call that finds none idle makes
+    another, so the pool holds as many as were ever in use at once. No lock,
+    as in ``app.vision.pipeline.DetectorPool``: ``deque.append`` and
+    ``deque.pop`` are atomic in native and green threads alike (under eventlet,
+    predictions run in native pool threads while ``threading.Lock`` and
+    ``queue`` are green).
     """
 
     def __init__(self, content: bytes, size: int, num_threads: int | None, copies: int, path: str | None):
-        self._free: queue.SimpleQueue = queue.SimpleQueue()
-        for _ in range(copies):
-            self._free.put(self._interpreter(content, size, num_threads, path))
+        self._make = lambda: self._interpreter(content, size, num_threads, path)
+        self._idle: deque = deque(self._make() for _ in range(copies))
 
     @staticmethod
     def _interpreter(content: bytes, size: int, num_threads: int | None, path: str | None):
@@ -105,14 +111,17 @@ class _TfliteRunner:
         return interpreter, inp["index"], out["index"]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        held = self._free.get()
+        try:
+            held = self._idle.pop()
+        except IndexError:  # every interpreter of this size is busy
+            held = self._make()
         try:
             interpreter, inp, out = held
             interpreter.set_tensor(inp, batch)
             interpreter.invoke()  # releases the GIL while it runs
             return interpreter.get_tensor(out)  # a copy
         finally:
-            self._free.put(held)
+            self._idle.append(held)
 
 
 class EmotionModel:
@@ -166,7 +175,8 @@ class EmotionModel:
         """Serve a TensorFlow Lite model (float32 faces in, probabilities out), e.g. the int8 copy.
 
         Each op runs on TensorFlow's threads-per-op setting (``set_op_threads``; 0: one per core), and
-        each batch size gets as many interpreters as that leaves cores, so concurrent calls run side by side.
+        each batch size starts with as many interpreters as that leaves cores, so concurrent calls run side by
+        side (more are made if more calls come at once).
         """
         import tensorflow as tf
 

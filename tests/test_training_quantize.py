@@ -92,3 +92,15 @@ def test_quantize_refuses_an_output_that_is_not_tflite(trained, capsys):
     with pytest.raises(SystemExit) as stopped:
         quantize.main(["--data", str(data), "--model", str(source_path), "--out", "models/x.keras"])
     assert stopped.value.code == 2 and "--out must end in .tflite" in capsys.readouterr().err
+
+
+def test_quantize_without_the_source_card_still_measures_the_copy_and_says_what_is_missing(trained, tmp_path, capsys):
+    data, source_path = trained
+    bare = tmp_path / "bare.keras"
+    bare.write_bytes(source_path.read_bytes())  # no bare.json beside it
+    out = tmp_path / "bare.int8.tflite"
+    assert quantize.main(["--data", str(data), "--model", str(bare), "--out", str(out), "--samples", "20",
+                          "--timing-calls", "2"]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["accuracy"] is not None and card["calibration"] is None and card["training"] == {"card": None}
+    assert any("source card" in note and "not read" in note for note in card["notes"])

@@ -115,7 +115,13 @@ def build_card(args: argparse.Namespace, argv: list[str], source: EmotionModel, 
     import tensorflow as tf
 
     source_card_path = Path(args.model).with_suffix(".json")
-    source_card = json.loads(source_card_path.read_text()) if source_card_path.is_file() else {}
+    notes = ["the int8 copy has no training log of its own: its training curves are its source's"]
+    try:
+        source_card = json.loads(source_card_path.read_text())
+    except (OSError, ValueError) as exc:  # the copy's own figures do not depend on it
+        source_card = {}
+        notes.append(f"source card {source_card_path} not read ({type(exc).__name__}: {exc}): "
+                     "no training record, input description or calibration repeated")
     print(f"measuring both models on {len(val):,} validation faces ...", flush=True)
     figures, probs = evaluate(served, val)
     source_figures, source_probs = evaluate(source, val)
@@ -156,7 +162,7 @@ def build_card(args: argparse.Namespace, argv: list[str], source: EmotionModel, 
         "regression_sample": _regression_sample(served, val),
         "inference": _inference_cost(served, face, timing_calls),
         "source_inference": _inference_cost(source, face, timing_calls),
-        "notes": ["the int8 copy has no training log of its own: its training curves are its source's"],
+        "notes": notes,
     }
     return card
 

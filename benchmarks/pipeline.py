@@ -71,9 +71,11 @@ def run_stream(model, frames_truths, full_scan_every: int, fps: float = 0.0) -> 
 
 
 def main(argv=None) -> None:
+    from app.config import Config
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--frames", type=int, default=300)
-    p.add_argument("--model", default=str(ROOT / "models" / "emotion.int8.tflite"),
+    p.add_argument("--model", default=Config.MODEL_PATH,
                    help="the model to serve (default: the served int8 copy, %(default)s)")
     p.add_argument("--full-scan-every", type=int, default=8)
     p.add_argument("--fps", type=float, default=30.0, help="the camera pace of the paced one-face run (default 30)")

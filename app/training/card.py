@@ -258,11 +258,15 @@ def write_card(model_path, state: dict, val_split: Split, timing_calls: int = TI
         card[key] = attempt(key, measure) if ready else None
     card["notes"] = notes
 
-    path = model_path.with_suffix(".json")
+    save_card(card, model_path.with_suffix(".json"))
+    return card
+
+
+def save_card(card: dict, path: Path) -> None:
+    """Write ``card`` as JSON to ``path``, atomically: a reader never sees half a card."""
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(card, indent=2) + "\n")
-    os.replace(tmp, path)  # a reader never sees half a card
-    return card
+    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:

@@ -41,11 +41,12 @@ from app.training.card import (  # noqa: E402
     _inference_cost,
     _regression_sample,
     _without_train_duplicates,
+    save_card,
 )
 from app.training.data import DataError, Split, load_dataset, stratified_sample  # noqa: E402
 from app.training.evaluate import evaluate  # noqa: E402
-from app.vision.emotions import EmotionModel, ModelLoadError  # noqa: E402
-from app.vision.preprocess import EMOTIONS, INPUT_SIZE, tta_views  # noqa: E402
+from app.vision.emotions import INTERPRETER_DEPRECATION, EmotionModel, ModelLoadError, frozen_forward  # noqa: E402
+from app.vision.preprocess import EMOTIONS, tta_views  # noqa: E402
 
 DEFAULT_SAMPLES = 1000
 METHOD = ("TensorFlow Lite full-integer post-training quantization: int8 weights (per output channel) and "
@@ -61,11 +62,8 @@ def calibration_faces(train: Split, n: int, seed: int) -> tuple[Split, np.ndarra
 def quantize(keras_model, views: np.ndarray) -> bytes:
     """The int8 TensorFlow Lite flatbuffer of ``keras_model``, activation ranges calibrated on ``views``."""
     import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    forward = tf.function(lambda face: keras_model(face, training=False))
-    spec = tf.TensorSpec((None, INPUT_SIZE, INPUT_SIZE, 1), tf.float32)  # any batch size: the server sizes it
-    frozen = convert_variables_to_constants_v2(forward.get_concrete_function(spec))
+    frozen = frozen_forward(keras_model, None)  # any batch size: the server sizes it
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], keras_model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
 
@@ -78,7 +76,7 @@ def quantize(keras_model, views: np.ndarray) -> bytes:
     with warnings.catch_warnings():
         # The debugger's own interpreter warns as tflite_interpreter explains; the input staying float32
         # (no statistics given for it) is what is wanted.
-        warnings.filterwarnings("ignore", message=r".*tf\.lite\.Interpreter is deprecated", category=UserWarning)
+        warnings.filterwarnings("ignore", message=INTERPRETER_DEPRECATION, category=UserWarning)
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected", category=UserWarning)
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=converter, debug_dataset=representative,
@@ -213,7 +211,7 @@ def main(argv=None) -> int:
     served = EmotionModel.load(out, tta=True)
     card = build_card(args, argv, source, served, train, val, sample, len(views), args.timing_calls)
     card_path = out.with_suffix(".json")
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    save_card(card, card_path)
     keys = ("accuracy", "macro_f1", "ece")
     print(json.dumps({"int8": {k: round(card[k], 4) for k in keys},
                       "float": {k: round(card["quantization"]["source"][k], 4) for k in keys},

@@ -62,6 +62,20 @@ def _check_shapes(in_shape, out_shape, path: str | None) -> None:
         )
 
 
+# What ``tf.lite.Interpreter`` warns on construction (see ``tflite_interpreter``).
+INTERPRETER_DEPRECATION = r".*tf\.lite\.Interpreter is deprecated"
+
+
+def frozen_forward(keras_model, batch: int | None):
+    """The model's inference pass as a concrete function for ``batch`` faces (None: any), weights as constants."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    spec = tf.TensorSpec((batch, INPUT_SIZE, INPUT_SIZE, 1), tf.float32)
+    forward = tf.function(lambda face: keras_model(face, training=False))
+    return convert_variables_to_constants_v2(forward.get_concrete_function(spec))
+
+
 def tflite_interpreter(content: bytes, num_threads: int | None = None):
     """A TensorFlow Lite interpreter (XNNPACK on CPU) for a model's bytes.
 
@@ -72,7 +86,7 @@ def tflite_interpreter(content: bytes, num_threads: int | None = None):
     import tensorflow as tf
 
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*tf\.lite\.Interpreter is deprecated", category=UserWarning)
+        warnings.filterwarnings("ignore", message=INTERPRETER_DEPRECATION, category=UserWarning)
         return tf.lite.Interpreter(model_content=content, num_threads=num_threads)
 
 
@@ -136,27 +150,29 @@ class EmotionModel:
         import tensorflow as tf
 
         _check_shapes(keras_model.input_shape[1:], keras_model.output_shape[1:], path)
-        self.keras_model = keras_model
-        self.backend = "tensorflow"
-        self.path = path
-        self.tta = tta
-        self.batch_sizes = tuple(sorted(batch_sizes))
-        self.labels = EMOTIONS
-        from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-        fn = tf.function(lambda x: keras_model(x, training=False))
 
         def compiled(size: int):
-            spec = tf.TensorSpec((size, INPUT_SIZE, INPUT_SIZE, 1), tf.float32)
-            frozen = convert_variables_to_constants_v2(fn.get_concrete_function(spec))
+            frozen = frozen_forward(keras_model, size)
             # A frozen function takes only flat inputs: called directly, each call first fails to bind its
             # argument and formats the whole input tensor into the error text (about 2 ms, holding the GIL).
             # Wrapped in a function with a signature, the argument binds and the graph is the same.
+            spec = tf.TensorSpec((size, INPUT_SIZE, INPUT_SIZE, 1), tf.float32)
             return tf.function(lambda x: frozen(x), input_signature=[spec]).get_concrete_function()
 
         # One frozen concrete function per batch size, traced now: the hot path never retraces.
-        self._fns = {size: compiled(size) for size in self.batch_sizes}
-        self._runners = {size: self._graph_runner(fn) for size, fn in self._fns.items()}
+        self._fns = {size: compiled(size) for size in sorted(batch_sizes)}
+        self._serve("tensorflow", keras_model, {size: self._graph_runner(fn) for size, fn in self._fns.items()},
+                    tta, path)
+
+    def _serve(self, backend: str, keras_model, runners: dict, tta: bool, path: str | None) -> None:
+        """Set what both runtimes share, then warm every batch size up."""
+        self.backend = backend
+        self.keras_model = keras_model
+        self.path = path
+        self.tta = tta
+        self.batch_sizes = tuple(sorted(runners))
+        self.labels = EMOTIONS
+        self._runners = runners
         self.warm_up()
 
     @staticmethod
@@ -180,19 +196,12 @@ class EmotionModel:
         """
         import tensorflow as tf
 
-        self = cls.__new__(cls)
-        self.keras_model = None
-        self.backend = "tflite"
-        self.path = path
-        self.tta = tta
-        self.batch_sizes = tuple(sorted(batch_sizes))
-        self.labels = EMOTIONS
         cores = os.cpu_count() or 1
         threads = tf.config.threading.get_intra_op_parallelism_threads() or cores
         copies = max(1, cores // threads)  # enough interpreters to keep every core busy
-        self._fns = {}
-        self._runners = {size: _TfliteRunner(content, size, threads, copies, path) for size in self.batch_sizes}
-        self.warm_up()
+        self = cls.__new__(cls)
+        self._serve("tflite", None, {size: _TfliteRunner(content, size, threads, copies, path)
+                                     for size in sorted(batch_sizes)}, tta, path)
         return self
 
     @classmethod

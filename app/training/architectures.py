@@ -57,6 +57,10 @@ ARCHITECTURES = {
     # convolutions of stages 3 and 4 starting as identities (app.training.grow).
     "vgg-deep-light": lambda: vgg(widths=(32, 64, 128, 256), convs=(2, 2, 3, 3),
                                   dropout=(0.05, 0.1, 0.15, 0.2, 0.35), name="vgg_deep_light"),
+    # "vgg-light" half as wide again in its last two stages (~3.4M parameters, about 1.6 times its
+    # multiply-adds): for --init-from a trained "vgg-light", which it widens (app.training.grow); served int8.
+    "vgg-wide-light": lambda: vgg(widths=(32, 64, 192, 384), dropout=(0.05, 0.1, 0.15, 0.2, 0.35),
+                                  name="vgg_wide_light"),
     # A few thousand parameters: for tests and smoke runs.
     "tiny": lambda: vgg(widths=(8, 8, 16, 16), convs=(1, 1, 1, 1), dense=16, name="tiny"),
 }

@@ -1,4 +1,4 @@
-"""Function-preserving deepening: a trained net copied into a deeper net of its layers plus new convolutions.
+"""Function-preserving growth: a trained net copied into a deeper or a wider net of its layers.
 
 ``--init-from`` uses it when ``--arch`` has every layer of the trained model
 (same names and shapes, same order) and, besides them, new 3x3 convolutions
@@ -10,6 +10,13 @@ through in inference and, up to batch noise, in training too; the ReLU after
 it leaves the non-negative input unchanged. The deeper net so starts out
 computing what the trained one does (Chen et al., "Net2Net", 2016), and
 training puts the new layers to use from there.
+
+It widens a trained net when ``--arch`` has the same layers with more output
+channels in some of them (``vgg-light`` into ``vgg-wide-light``): each new
+channel copies a randomly chosen old channel of its layer (kernel, bias and
+BatchNormalization), and the next layer reads every copy of a channel with
+that channel's weights divided by its number of copies, plus a little noise
+so that the copies grow apart in training ("Net2WiderNet", same paper).
 """
 from __future__ import annotations
 
@@ -76,3 +83,68 @@ def deepen_into(model: keras.Model, trained: keras.Model, faces: np.ndarray, bat
             layer.set_weights([w.astype(np.float32) for w in (gamma, mean, mean, var)])
     return {"added": added, "as": "identity convolutions, BatchNormalization from the statistics of their input",
             "faces": int(len(faces))}
+
+
+def widenable(model: keras.Model, trained: keras.Model) -> bool:
+    """Whether ``model`` is ``trained``'s layers (names, kinds, order) with more channels in some, fewer in none."""
+    mine, theirs = weighted_layers(model), weighted_layers(trained)
+    if [(layer.name, type(layer)) for layer in mine] != [(layer.name, type(layer)) for layer in theirs]:
+        return False
+    if not all(isinstance(layer, (layers.Conv2D, layers.Dense, layers.BatchNormalization)) for layer in mine):
+        return False
+    wider = False
+    for a, b in zip(mine, theirs):
+        shapes_a, shapes_b = [tuple(w.shape) for w in a.weights], [tuple(w.shape) for w in b.weights]
+        if len(shapes_a) != len(shapes_b):
+            return False
+        for x, y in zip(shapes_a, shapes_b):
+            if len(x) != len(y) or x[:-2] != y[:-2] or any(i < j for i, j in zip(x, y)):
+                return False
+        wider |= shapes_a != shapes_b
+    return wider
+
+
+def widen_into(model: keras.Model, trained: keras.Model, seed: int = 0, noise: float = 0.01) -> dict:
+    """Copy ``trained`` into the wider ``model``, new channels as copies of old ones; returns a record.
+
+    ``noise``: the standard deviation, relative to that of the layer's weights, of the noise added to the
+    weights that read a copied channel (0 keeps the function exactly). Raises ValueError when ``model``
+    is not ``trained`` widened (see ``widenable``).
+    """
+    if not widenable(model, trained):
+        raise ValueError(f"{model.name} is not {trained.name}'s layers with more channels")
+    rng = np.random.default_rng(seed)
+    order = [layer for layer in model.layers if layer.weights or isinstance(layer, layers.Flatten)]
+    reads = None  # for each input channel of the current layer, the trained channel it copies (None: itself)
+    copies = None  # for each input channel, how many channels copy the same trained channel
+    outputs = None  # for each output channel of the last convolution or dense layer, the trained channel it copies
+    channels = {}
+    for layer in order:
+        source = trained.get_layer(layer.name)
+        if isinstance(layer, layers.Flatten):
+            if reads is not None:
+                height, width, old = source.input.shape[1:]
+                positions = np.arange(height * width)[:, None]
+                reads = (positions * old + reads[None, :]).ravel()
+                copies = np.tile(copies, height * width)
+            continue
+        weights = [np.asarray(w) for w in source.get_weights()]
+        if isinstance(layer, layers.BatchNormalization):
+            layer.set_weights([w[outputs] for w in weights])
+            continue
+        kernel = weights[0]
+        if reads is not None:
+            kernel = np.take(kernel, reads, axis=-2) / copies[:, None]
+            shared = copies > 1
+            if noise and shared.any():
+                jitter = rng.normal(0.0, noise * float(weights[0].std()), kernel[..., shared, :].shape)
+                kernel[..., shared, :] += jitter.astype(kernel.dtype)
+        old, new = kernel.shape[-1], layer.kernel.shape[-1]
+        outputs = np.concatenate([np.arange(old), rng.integers(0, old, new - old)])
+        layer.set_weights([kernel[..., outputs]] + [w[outputs] for w in weights[1:]])
+        if new != old:
+            channels[layer.name] = [int(old), int(new)]
+        reads = outputs
+        copies = np.bincount(outputs, minlength=old)[outputs]
+    return {"channels": channels, "as": "copies of randomly chosen channels, their readers' weights shared out",
+            "noise": noise, "seed": seed}

@@ -34,7 +34,7 @@ from app.training.augment import augment_batch, make_augmenter, make_cutter, mak
 from app.training.card import HYPERPARAMETER_DEFAULTS  # noqa: E402
 from app.training.data import DataError, Split, load_dataset  # noqa: E402
 from app.training.evaluate import view_logits  # noqa: E402
-from app.training.grow import deepen_into, deepenable  # noqa: E402
+from app.training.grow import deepen_into, deepenable, widen_into, widenable  # noqa: E402
 from app.training.metrics import cross_validated_ece, fit_temperature  # noqa: E402
 from app.training.prune import prunable, prune_into  # noqa: E402
 from app.training.sam import SharpnessAware, plain  # noqa: E402
@@ -322,12 +322,13 @@ def calibrate(model: keras.Model, val: Split, objective: str = "ece", undo: floa
             "cross_validated": cross_validated_ece(views, val.y, objective)}
 
 
-def init_from(model: keras.Model, source: Path, faces: np.ndarray | None = None) -> dict:
+def init_from(model: keras.Model, source: Path, faces: np.ndarray | None = None, seed: int = 0) -> dict:
     """Copy the weights of the trained model ``source`` into ``model``; returns a record for the card.
 
     A ``source`` with ``model``'s layers but more channels is pruned into it (``app.training.prune``);
-    one with fewer layers is deepened into it (``app.training.grow``), the new layers' BatchNormalization
-    statistics taken from a sample of the training ``faces``.
+    one with fewer channels is widened into it, one with fewer layers deepened into it
+    (``app.training.grow``: new channels copy old ones, chosen with ``seed``; new layers' BatchNormalization
+    statistics are taken from a sample of the training ``faces``).
     """
     import hashlib
 
@@ -342,6 +343,10 @@ def init_from(model: keras.Model, source: Path, faces: np.ndarray | None = None)
         if prunable(model, trained):
             reshaped["pruned"] = prune_into(model, trained)
             print(f"--init-from: {source} is a wider net of --arch's layers; its strongest channels were kept",
+                  flush=True)
+        elif widenable(model, trained):
+            reshaped["widened"] = widen_into(model, trained, seed=seed)
+            print(f"--init-from: {source} is a narrower net of --arch's layers; its channels were copied to widen it",
                   flush=True)
         elif deepenable(model, trained) and faces is not None:
             reshaped["deepened"] = deepen_into(model, trained, faces)
@@ -485,7 +490,7 @@ def _train(args, argv=None, state: dict | None = None) -> dict:
     else:
         model = build_compiled(args, steps)
         if args.init_from:
-            record["init_from"] = init_from(plain(model), Path(args.init_from), train_split.x)
+            record["init_from"] = init_from(plain(model), Path(args.init_from), train_split.x, seed=args.seed)
             print(f"initialised from {args.init_from}", flush=True)
         if paths["log"].exists():
             paths["log"].unlink()

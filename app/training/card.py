@@ -262,11 +262,16 @@ def write_card(model_path, state: dict, val_split: Split, timing_calls: int = TI
     return card
 
 
-def save_card(card: dict, path: Path) -> None:
-    """Write ``card`` as JSON to ``path``, atomically: a reader never sees half a card."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(card, indent=2) + "\n")
+def write_atomically(path: Path, content: bytes) -> None:
+    """Write ``content`` to ``path`` through a temporary file beside it: a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(content)
     os.replace(tmp, path)
+
+
+def save_card(card: dict, path: Path) -> None:
+    """Write ``card`` as JSON to ``path``, atomically."""
+    write_atomically(path, (json.dumps(card, indent=2) + "\n").encode())
 
 
 def main(argv=None) -> int:

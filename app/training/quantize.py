@@ -42,6 +42,7 @@ from app.training.card import (  # noqa: E402
     _regression_sample,
     _without_train_duplicates,
     save_card,
+    write_atomically,
 )
 from app.training.data import DataError, Split, load_dataset, stratified_sample  # noqa: E402
 from app.training.evaluate import evaluate  # noqa: E402
@@ -205,9 +206,7 @@ def main(argv=None) -> int:
     print(f"quantized in {time.perf_counter() - t0:.0f} s: {len(content) / 1e6:.1f} MB", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tflite.tmp")
-    tmp.write_bytes(content)
-    os.replace(tmp, out)
+    write_atomically(out, content)
     served = EmotionModel.load(out, tta=True)
     card = build_card(args, argv, source, served, train, val, sample, len(views), args.timing_calls)
     card_path = out.with_suffix(".json")

@@ -140,6 +140,7 @@ def test_threading_websockets_read_a_frame_in_few_chunks(app, monkeypatch):
     import simple_websocket
 
     from app.extensions import socketio
+    from app.live import transport
     from app.live.transport import RECEIVE_BYTES
 
     opened = []
@@ -149,7 +150,7 @@ def test_threading_websockets_read_a_frame_in_few_chunks(app, monkeypatch):
             opened.append(kwargs)
             raise simple_websocket.ConnectionError()
 
-    monkeypatch.setattr(simple_websocket, "Server", Recorder)
+    monkeypatch.setattr(transport, "OrderedServer", Recorder)
     ws = socketio.server.eio._async["websocket"](lambda ws: None, socketio.server.eio)
     with pytest.raises(simple_websocket.ConnectionError):
         ws({}, lambda *a: None)
@@ -187,4 +188,92 @@ def test_closing_a_websocket_whose_client_just_left_raises_nothing():
         ours.close()  # the reader thread saw the client go, and closed the socket before marking it closed
         live.close()  # as engineio's writer thread does when the session ends; unguarded, OSError (EBADF)
     finally:
+        theirs.close()
+
+
+def _server_frames(data: bytes) -> list[int]:
+    """The opcodes of the unmasked frames a WebSocket server wrote (after its handshake answer)."""
+    data = data.split(b"\r\n\r\n", 1)[1]
+    opcodes = []
+    while data:
+        length, start = data[1] & 0x7F, 2
+        if length == 126:
+            length, start = int.from_bytes(data[2:4], "big"), 4
+        elif length == 127:
+            length, start = int.from_bytes(data[2:10], "big"), 10
+        opcodes.append(data[0] & 0x0F)
+        data = data[start + length:]
+    return opcodes
+
+
+def test_no_message_follows_the_answer_to_a_clients_close_frame():
+    """A message being written when the client's close frame is read goes out before the close frame, never after.
+
+    The interleaving that made Chromium fail a student's connection as they stopped sharing ("Data frame
+    received after close"), made deterministic: a real server connection over a socket pair, Engine.IO's
+    writer thread held inside its socket write of a ``faces`` message while the reader thread (played by
+    this test) handles the client's close frame. simple-websocket alone writes the close frame first.
+    """
+    import socket
+    import threading
+
+    import simple_websocket
+
+    from app.live.transport import OrderedServer
+
+    class HeldBack:  # the connection's reader thread, not started: this test plays its part
+        def __init__(self, target):
+            self.name = "reader"
+
+        def start(self):
+            pass
+
+    class SlowWrites:
+        """The server's socket; while ``hold`` is set, a write waits for ``release`` after saying so."""
+
+        def __init__(self, sock):
+            self.sock, self.hold = sock, False
+            self.writing, self.release = threading.Event(), threading.Event()
+
+        def send(self, data):
+            if self.hold:
+                self.hold = False
+                self.writing.set()
+                self.release.wait(10)
+            return self.sock.send(data)
+
+        def __getattr__(self, name):
+            return getattr(self.sock, name)
+
+    ours, theirs = socket.socketpair()
+    slow = SlowWrites(ours)
+    try:
+        environ = {"gunicorn.socket": slow, "HTTP_HOST": "localhost", "HTTP_UPGRADE": "websocket",
+                   "HTTP_CONNECTION": "Upgrade", "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==",
+                   "HTTP_SEC_WEBSOCKET_VERSION": "13"}
+        ws = OrderedServer(environ, thread_class=HeldBack)
+        slow.hold = True
+        writer = threading.Thread(target=ws.send, args=('42["faces",{"seq":7,"faces":[]}]',))
+        writer.start()
+        assert slow.writing.wait(10), "the writer never reached its socket write"
+
+        ws.ws.receive_data(b"\x88\x82\x00\x00\x00\x00\x03\xe8")  # the client's close frame (1000), mask 0
+        reader = threading.Thread(target=ws._handle_events)
+        reader.start()
+        reader.join(0.5)  # unordered, the reader writes its close frame now, ahead of the held message
+        slow.release.set()
+        writer.join(10)
+        reader.join(10)
+        assert not writer.is_alive() and not reader.is_alive()
+        assert not ws.connected
+        with pytest.raises(simple_websocket.ConnectionClosed):  # later messages are refused, not written
+            ws.send('42["faces",{"seq":8,"faces":[]}]')
+
+        ours.shutdown(socket.SHUT_WR)
+        written = b""
+        while chunk := theirs.recv(65536):
+            written += chunk
+        assert _server_frames(written) == [0x1, 0x8]  # the text message, then the close frame
+    finally:
+        ours.close()
         theirs.close()

@@ -1,8 +1,11 @@
-"""The threading mode's WebSocket: read in chunks that fit a live frame, closed quietly once the client has gone."""
+"""The threading mode's WebSocket: read in chunks that fit a live frame, written one frame at a time (none after
+the close frame), closed quietly once the client has gone."""
 from __future__ import annotations
 
 import logging
+import threading
 
+import simple_websocket
 from engineio.async_drivers._websocket_wsgi import SimpleWebSocketWSGI
 from simple_websocket import ConnectionClosed
 
@@ -15,12 +18,53 @@ log = logging.getLogger(__name__)
 RECEIVE_BYTES = 64 * 1024
 
 
+class OrderedServer(simple_websocket.Server):
+    """simple-websocket's server end of a connection, writing one frame at a time and none after its close frame.
+
+    Two threads write to a connection: Engine.IO's writer thread sends the server's messages, and the reader
+    thread answers the client's control frames, its close frame above all. simple-websocket lets both check the
+    connection, encode and write at once, so a message encoded while the connection was open could reach the
+    socket after the reader's answer to the client's close frame. The browser then fails the connection
+    ("Data frame received after close" in its console): a ``faces`` answer racing a student who stops sharing,
+    for one. One lock per connection covers the check, the encoding and the write on both paths; a message
+    that finds the connection closed raises ``ConnectionClosed``, which Engine.IO's writer thread handles.
+    """
+
+    def __init__(self, environ, **kwargs):
+        self._writing = threading.Lock()  # before the handshake, which answers through _handle_events
+        super().__init__(environ, **kwargs)
+
+    def send(self, data):
+        with self._writing:
+            super().send(data)
+
+    def close(self, reason=None, message=None):
+        with self._writing:
+            super().close(reason, message)
+
+    def _handle_events(self):
+        # The reader thread's handling of what it read, answers included (pongs, the close handshake).
+        with self._writing:
+            return super()._handle_events()
+
+
 class LiveWebSocket(SimpleWebSocketWSGI):
-    """Engine.IO's threading WebSocket, reading ``RECEIVE_BYTES`` per call, closed quietly once the client has gone."""
+    """Engine.IO's threading WebSocket over an ``OrderedServer`` reading ``RECEIVE_BYTES`` per call, closed quietly
+    once the client has gone."""
 
     def __init__(self, handler, server, **kwargs):
         kwargs.setdefault("receive_bytes", RECEIVE_BYTES)
         super().__init__(handler, server, **kwargs)
+
+    def __call__(self, environ, start_response):
+        # Engine.IO's own, but with an OrderedServer: its base class names simple_websocket.Server itself.
+        self.ws = OrderedServer(environ, **self.server_args)
+        ret = self.app(self)
+        if self.ws.mode == "gunicorn":
+            raise StopIteration()
+        if self.ws.mode == "werkzeug":
+            raise ConnectionError()
+        return ret
 
     def close(self):
         """Send the close frame, unless the connection ended while this was being decided.

@@ -157,33 +157,38 @@ def test_threading_websockets_read_a_frame_in_few_chunks(app, monkeypatch):
     assert opened == [{"receive_bytes": RECEIVE_BYTES}] and RECEIVE_BYTES >= 64 * 1024
 
 
+class _HeldBack:
+    """A server connection's reader thread, never started: the socket-pair tests below play its part."""
+
+    def __init__(self, target):
+        self.name = "reader"
+
+    def start(self):
+        pass
+
+
+def _upgrade_environ(sock) -> dict:
+    """The WSGI environ of a WebSocket upgrade request whose connection is ``sock`` (as gunicorn gives it)."""
+    return {"gunicorn.socket": sock, "HTTP_HOST": "localhost", "HTTP_UPGRADE": "websocket",
+            "HTTP_CONNECTION": "Upgrade", "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==",
+            "HTTP_SEC_WEBSOCKET_VERSION": "13"}
+
+
 def test_closing_a_websocket_whose_client_just_left_raises_nothing():
     """The writer thread's close finds the socket closed by the reader thread (the client left): no traceback.
 
     The interleaving that made a server log ``OSError: [Errno 9] Bad file descriptor`` from engineio's writer
-    thread, made deterministic: a real simple-websocket server over a socket pair, its reader thread held back,
+    thread, made deterministic: the served connection (an OrderedServer) over a socket pair, its reader thread held back,
     and the socket closed (as that thread does when the client goes) after the connection counted as open.
     """
     import socket
 
-    import simple_websocket
-
-    from app.live.transport import LiveWebSocket
-
-    class HeldBack:  # the connection's reader thread, not started: this test plays its part
-        def __init__(self, target):
-            self.name = "reader"
-
-        def start(self):
-            pass
+    from app.live.transport import LiveWebSocket, OrderedServer
 
     ours, theirs = socket.socketpair()
     try:
-        environ = {"gunicorn.socket": ours, "HTTP_HOST": "localhost", "HTTP_UPGRADE": "websocket",
-                   "HTTP_CONNECTION": "Upgrade", "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==",
-                   "HTTP_SEC_WEBSOCKET_VERSION": "13"}
         live = LiveWebSocket(lambda ws: None, None)
-        live.ws = simple_websocket.Server(environ, thread_class=HeldBack)
+        live.ws = OrderedServer(_upgrade_environ(ours), thread_class=_HeldBack)
         assert live.ws.connected and b"101 Switching Protocols" in theirs.recv(4096)
         ours.close()  # the reader thread saw the client go, and closed the socket before marking it closed
         live.close()  # as engineio's writer thread does when the session ends; unguarded, OSError (EBADF)
@@ -221,13 +226,6 @@ def test_no_message_follows_the_answer_to_a_clients_close_frame():
 
     from app.live.transport import OrderedServer
 
-    class HeldBack:  # the connection's reader thread, not started: this test plays its part
-        def __init__(self, target):
-            self.name = "reader"
-
-        def start(self):
-            pass
-
     class SlowWrites:
         """The server's socket; while ``hold`` is set, a write waits for ``release`` after saying so."""
 
@@ -248,10 +246,7 @@ def test_no_message_follows_the_answer_to_a_clients_close_frame():
     ours, theirs = socket.socketpair()
     slow = SlowWrites(ours)
     try:
-        environ = {"gunicorn.socket": slow, "HTTP_HOST": "localhost", "HTTP_UPGRADE": "websocket",
-                   "HTTP_CONNECTION": "Upgrade", "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==",
-                   "HTTP_SEC_WEBSOCKET_VERSION": "13"}
-        ws = OrderedServer(environ, thread_class=HeldBack)
+        ws = OrderedServer(_upgrade_environ(slow), thread_class=_HeldBack)
         slow.hold = True
         writer = threading.Thread(target=ws.send, args=('42["faces",{"seq":7,"faces":[]}]',))
         writer.start()

@@ -178,8 +178,9 @@ def test_closing_a_websocket_whose_client_just_left_raises_nothing():
     """The writer thread's close finds the socket closed by the reader thread (the client left): no traceback.
 
     The interleaving that made a server log ``OSError: [Errno 9] Bad file descriptor`` from engineio's writer
-    thread, made deterministic: the served connection (an OrderedServer) over a socket pair, its reader thread held back,
-    and the socket closed (as that thread does when the client goes) after the connection counted as open.
+    thread, made deterministic: the served connection (an OrderedServer) over a socket pair, its reader thread
+    held back, and the socket closed (as that thread does when the client goes) after the connection counted as
+    open.
     """
     import socket
 

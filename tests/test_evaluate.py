@@ -82,7 +82,8 @@ def test_table_output_and_data_forms_agree(data, model_path, tmp_path, report):
     result, _ = report
     code, stdout, _ = run_cli("--data", data, "--model", model_path)  # train/ + test/: evaluates test/
     assert code == 0
-    assert f"accuracy  {result['accuracy']:.4f}" in stdout and "macro-F1" in stdout
+    lo, hi = result["accuracy_ci95"]
+    assert f"accuracy  {result['accuracy']:.4f} (95 % {lo:.4f}–{hi:.4f})" in stdout and "macro-F1" in stdout
     for emotion in result["per_class"]:
         assert emotion in stdout
     csv_path = write_csv(tmp_path / "fer2013.csv", csv_rows({"Training": 1, "PublicTest": 3}))
@@ -193,3 +194,44 @@ def test_ece_temperature_lowers_ece_and_holds_out_of_fold():
     assert all(t == pytest.approx(2.0, rel=0.2) for t in check["temperatures"])
     with pytest.raises(ValueError, match="objective"):
         metrics.fit_temperature([logits], y, "accuracy")
+
+
+@pytest.mark.parametrize("correct, n, low, high", [
+    (81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718),
+    (29, 29, 0.8830, 1.0),
+])  # Newcombe (1998), Table II, the Wilson score method without continuity correction
+def test_wilson_interval_matches_newcombes_examples(correct, n, low, high):
+    lo, hi = metrics.wilson_interval(correct, n)
+    assert lo == pytest.approx(low, abs=5e-5) and hi == pytest.approx(high, abs=5e-5)
+
+
+def test_wilson_interval_rejects_impossible_counts():
+    for correct, n in ((1, 0), (-1, 10), (11, 10)):
+        with pytest.raises(ValueError):
+            metrics.wilson_interval(correct, n)
+
+
+@pytest.mark.parametrize("only_a, only_b, p", [
+    (0, 0, 1.0), (3, 3, 1.0), (0, 5, 2 / 2 ** 5), (9, 1, 2 * (1 + 10) / 2 ** 10), (5, 0, 0.0625),
+])
+def test_mcnemar_exact_by_hand(only_a, only_b, p):
+    assert metrics.mcnemar_exact(only_a, only_b) == pytest.approx(p)
+
+
+def test_mcnemar_exact_is_symmetric_and_shrinks_with_a_growing_gap():
+    assert metrics.mcnemar_exact(86, 59) == pytest.approx(metrics.mcnemar_exact(59, 86))
+    ps = [metrics.mcnemar_exact(70 + d, 70 - d) for d in range(0, 40, 5)]
+    assert ps == sorted(ps, reverse=True) and ps[0] == 1.0 and ps[-1] < 1e-3
+    with pytest.raises(ValueError):
+        metrics.mcnemar_exact(-1, 3)
+
+
+def test_summarize_reports_the_accuracy_interval(report):
+    result, _ = report
+    lo, hi = result["accuracy_ci95"]
+    assert lo < result["accuracy"] < hi  # an untrained model: neither all right nor all wrong on 43 faces
+    correct = round(result["accuracy"] * result["n"])
+    assert (lo, hi) == pytest.approx(metrics.wilson_interval(correct, result["n"]))
+    probs = np.array([[0.9, 0.1], [0.2, 0.8]])
+    assert metrics.summarize(probs, np.array([0, 1]))["accuracy_ci95"] == pytest.approx(
+        list(metrics.wilson_interval(2, 2)))

@@ -90,14 +90,19 @@ def write_figures(report: dict, probs: np.ndarray, y_true: np.ndarray, model_pat
     return figures
 
 
+def format_interval(interval) -> str:
+    """`` (95 % 0.6904–0.7202)`` for an interval, nothing for ``None``."""
+    return f" (95 % {interval[0]:.4f}–{interval[1]:.4f})" if interval else ""
+
+
 def format_report(report: dict) -> str:
     """A human-readable summary: headline figures, per-class table, confusion matrix."""
     checksum = report.get("checksum") or ""
     lines = [
         f"model     {report['model']} ({'TTA: ' + ', '.join(TTA_VIEWS) if report['tta'] else 'no TTA'})",
         f"data      {report['data']} ({report['n']} images{', sha256 ' + checksum[:12] if checksum else ''})",
-        f"accuracy  {report['accuracy']:.4f}    macro-F1 {report['macro_f1']:.4f}    "
-        f"ECE {report['ece']:.4f}    NLL {report['nll']:.4f}",
+        (f"accuracy  {report['accuracy']:.4f}{format_interval(report.get('accuracy_ci95'))}    "
+         f"macro-F1 {report['macro_f1']:.4f}    ECE {report['ece']:.4f}    NLL {report['nll']:.4f}"),
         "",
         f"{'emotion':<10}{'precision':>10}{'recall':>10}{'F1':>10}{'support':>10}",
     ]

@@ -1,6 +1,8 @@
 """Classification metrics and probability calibration, in plain NumPy."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from app.vision.preprocess import EMOTIONS
@@ -53,14 +55,16 @@ def reliability(probs: np.ndarray, y_true: np.ndarray, bins: int = 15):
 
 
 def summarize(probs: np.ndarray, y_true: np.ndarray) -> dict:
-    """Accuracy, macro-F1, per-class figures, confusion matrix, ECE and NLL."""
+    """Accuracy (with its 95 % Wilson interval), macro-F1, per-class figures, confusion matrix, ECE and NLL."""
     y_true = np.asarray(y_true)
     y_pred = probs.argmax(axis=1)
     cm = confusion_matrix(y_true, y_pred, probs.shape[1])
     classes = per_class(cm)
+    correct = int((y_pred == y_true).sum())
     return {
         "n": int(len(y_true)),
-        "accuracy": float((y_pred == y_true).mean()) if len(y_true) else 0.0,
+        "accuracy": correct / len(y_true) if len(y_true) else 0.0,
+        "accuracy_ci95": list(wilson_interval(correct, len(y_true))) if len(y_true) else None,
         "macro_f1": float(np.mean([c["f1"] for c in classes.values()])),
         "ece": expected_calibration_error(probs, y_true),
         "nll": float(-np.log(np.clip(probs[np.arange(len(y_true)), y_true], 1e-12, 1.0)).mean()),
@@ -123,3 +127,36 @@ def cross_validated_ece(view_logits: list[np.ndarray], y_true: np.ndarray, objec
         probs[held] = _view_probs([v[held] for v in view_logits], t)
     return {"folds": folds, "objective": objective, "ece": expected_calibration_error(probs, y_true),
             "temperatures": temperatures}
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval for an accuracy of ``correct`` out of ``n`` (95 % by default).
+
+    It stays inside [0, 1] and keeps its coverage near 0 and 1, where the
+    normal approximation p ± z·sqrt(p(1 − p)/n) does not (Newcombe, 1998).
+    """
+    if n <= 0:
+        raise ValueError("an interval needs at least one face")
+    if not 0 <= correct <= n:
+        raise ValueError(f"correct must be between 0 and n ({n}), got {correct}")
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value for two classifiers scored on the same faces.
+
+    ``only_a`` and ``only_b`` count the faces only the first, or only the
+    second, classifies right; faces both get right (or wrong) say nothing
+    about which is better. Under "equally good" each such face is a fair
+    coin, so the p-value is the two-sided binomial tail of the smaller count.
+    """
+    if only_a < 0 or only_b < 0:
+        raise ValueError("counts cannot be negative")
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)

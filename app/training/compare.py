@@ -53,6 +53,7 @@ def compare(models: list[str], split, tta: bool = True) -> dict:
 
 
 def format_comparison(report: dict) -> str:
+    """A table of the models' figures, then a paragraph for each pair."""
     width = max(len(m["model"]) for m in report["models"])
     lines = [f"{report['n']} faces ({'two served views' if report['tta'] else 'no TTA'})", "",
              f"{'model':<{width}}  {'accuracy':<32}  macro-F1  ECE"]

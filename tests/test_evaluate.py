@@ -1,8 +1,6 @@
 """The evaluation CLI (through the serving path) and the metrics it is built on."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import keras
@@ -11,6 +9,7 @@ import pytest
 
 from app.training import evaluate, metrics
 from app.training.architectures import make_model
+from tests.cli import run_main
 from tests.fersynth import csv_rows, is_png, write_csv, write_tree
 
 LOG = """epoch,accuracy,loss,lr,val_accuracy,val_loss
@@ -36,10 +35,7 @@ def model_path(tmp_path_factory):
 
 
 def run_cli(*args) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = evaluate.main([str(a) for a in args])
-    return code, out.getvalue(), err.getvalue()
+    return run_main(evaluate.main, *args)
 
 
 @pytest.fixture(scope="module")

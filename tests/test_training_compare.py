@@ -1,8 +1,6 @@
 """Comparing models on the same faces: accuracies with intervals, and McNemar's test for each pair."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import keras
@@ -11,6 +9,7 @@ import pytest
 
 from app.training import compare, evaluate, metrics
 from app.training.architectures import make_model
+from tests.cli import run_main
 from tests.fersynth import write_tree
 
 
@@ -32,13 +31,7 @@ def models(tmp_path_factory):
 
 
 def run_cli(*args) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = compare.main([str(a) for a in args])
-        except SystemExit as exc:  # argparse's own errors
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
+    return run_main(compare.main, *args)
 
 
 def test_compare_pair_by_hand():

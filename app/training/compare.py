@@ -19,7 +19,7 @@ import sys
 import numpy as np
 
 from app.training.data import DataError
-from app.training.evaluate import evaluate, format_interval, load_eval_split
+from app.training.evaluate import add_data_argument, evaluate, format_interval, load_eval_split
 from app.training.metrics import mcnemar_exact
 from app.vision.emotions import EmotionModel, ModelLoadError
 
@@ -72,8 +72,7 @@ def format_comparison(report: dict) -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m app.training.compare", description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True,
-                   help="folder of <emotion>/ sub-folders, a train/+test/ folder, or fer2013.csv")
+    add_data_argument(p)
     p.add_argument("models", nargs="+", metavar="MODEL", help="two or more .keras or .tflite models")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--no-tta", action="store_true", help="classify each face once, without the test-time views")

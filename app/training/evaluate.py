@@ -122,10 +122,15 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def add_data_argument(parser: argparse.ArgumentParser) -> None:
+    """The labelled faces to measure on: ``--data``, as evaluate and compare both take it."""
+    parser.add_argument("--data", required=True,
+                        help="folder of <emotion>/ sub-folders, a train/+test/ folder, or fer2013.csv")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m app.training.evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True,
-                   help="folder of <emotion>/ sub-folders, a train/+test/ folder, or fer2013.csv")
+    add_data_argument(p)
     p.add_argument("--model", default=Config.MODEL_PATH,
                    help="model to evaluate (default: the served model, %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")

@@ -62,7 +62,7 @@ ARCHITECTURES = {
     "vgg-wide-light": lambda: vgg(widths=(32, 64, 192, 384), dropout=(0.05, 0.1, 0.15, 0.2, 0.35),
                                   name="vgg_wide_light"),
     # "vgg-wide-light" with the default's heavier dropout: the same ~3.4M parameters trained from scratch
-    # over a long schedule (served int8, where its cost per face still fits the budget).
+    # over a long schedule; served, like the shipped net, as an int8 copy (app.training.quantize).
     "vgg-wide": lambda: vgg(widths=(32, 64, 192, 384), name="vgg_wide"),
     # A few thousand parameters: for tests and smoke runs.
     "tiny": lambda: vgg(widths=(8, 8, 16, 16), convs=(1, 1, 1, 1), dense=16, name="tiny"),

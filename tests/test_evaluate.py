@@ -131,6 +131,17 @@ def test_per_class_without_predictions_or_support_is_zero():
     assert classes["disgust"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
 
 
+def test_macro_figures_leave_out_a_class_neither_present_nor_predicted():
+    # A perfect classifier on faces with no label 1 and no prediction of it: its macro-F1 is 1, not 2/3.
+    probs = np.array([[0.9, 0.05, 0.05], [0.1, 0.1, 0.8]])
+    s = metrics.summarize(probs, np.array([0, 2]))
+    assert s["macro_f1"] == 1.0
+    # A class predicted but never present counts (its precision is 0), and so does one present but never predicted.
+    s = metrics.summarize(np.array([[0.1, 0.8, 0.1], [0.1, 0.1, 0.8]]), np.array([0, 2]))
+    assert s["macro_f1"] == pytest.approx(1 / 3)
+    assert metrics.macro_average(s["per_class"], s["confusion_matrix"], "recall") == pytest.approx(1 / 3)
+
+
 def test_summarize_by_hand():
     probs = np.array([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]])
     y = np.array([0, 1, 1, 2])

@@ -85,8 +85,13 @@ def _unreadable(root):
     (root / "sad" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
 
 
+def _empty_file(root):
+    (root / "sad" / "zero.png").write_bytes(b"")
+
+
 @pytest.mark.parametrize("damage, message", [
     (_missing_root, "data folder not found"),
+    (_empty_file, "zero.png: empty file, not an image"),
     (_empty_class, "disgust: class folder holds no .png/.jpg images"),
     (_missing_class, "missing class folder(s) ['fear']"),
     (_unknown_class, "unexpected class folder(s) ['contempt']"),
@@ -124,7 +129,9 @@ def _row(**change):
 @pytest.mark.parametrize("bad_row, message", [
     (_row(pixels="0 " * 2303), "pixels must be 2304 values"),
     (_row(pixels="12 x " * 1152), "malformed row"),
-    (_row(pixels="256 " * 2304), "values in 0..255"),
+    (_row(pixels="256 " * 2304), "values in 0..255, got values from 256 to 256"),
+    (_row(pixels="nan " * 2304), "got 2304 non-numbers"),
+    (_row(pixels="7 inf " * 1152), "got values from 7 to 7 and 1152 non-numbers"),
     (_row(emotion="happy"), "malformed row"),
     (_row(emotion="7"), "emotion 7 outside 0..6"),
     (_row(emotion="-1"), "emotion -1 outside 0..6"),
@@ -135,6 +142,22 @@ def test_csv_malformed_row_is_reported_with_its_line(tmp_path, bad_row, message)
     with pytest.raises(DataError) as err:
         load_csv(path)
     assert f"{path}:4:" in str(err.value) and message in str(err.value)
+
+
+def test_csv_short_row_is_reported_with_its_line(tmp_path):
+    path = write_csv(tmp_path / "fer2013.csv", csv_rows({"Training": 1})[:2])
+    with path.open("a") as fh:
+        fh.write("3\n")  # a row cut short: no pixels, no Usage
+    with pytest.raises(DataError) as err:
+        load_csv(path)
+    assert f"{path}:4: malformed row: expected the columns emotion,pixels,Usage, found 1 value(s)" in str(err.value)
+
+
+def test_a_file_that_is_not_text_is_not_a_csv(tmp_path):
+    path = tmp_path / "fer2013.csv"
+    path.write_bytes(b"emotion,pixels,Usage\n0,\xff\xfe,Training\n")
+    with pytest.raises(DataError, match="not a UTF-8 text CSV"):
+        load_csv(path)
 
 
 @pytest.mark.parametrize("fieldnames", [("emotion", "pixels"), ("label", "pixels", "Usage")])

@@ -66,6 +66,8 @@ def load_folder(root: str | Path) -> Split:
             raise DataError(f"{root / emotion}: class folder holds no .png/.jpg images")
         for path in files:
             raw = path.read_bytes()
+            if not raw:
+                raise DataError(f"{path}: empty file, not an image")
             img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_GRAYSCALE)
             if img is None:
                 raise DataError(f"{path}: not a readable image")
@@ -84,32 +86,51 @@ def load_csv(path: str | Path) -> dict[str, Split]:
     rows: dict[str, tuple[list, list, list]] = {}
     digest = hashlib.sha256()
     with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        need = {"emotion", "pixels", "Usage"}
-        if reader.fieldnames is None or not need <= set(reader.fieldnames):
-            raise DataError(f"{path}: expected columns emotion,pixels,Usage; found {reader.fieldnames}")
-        for lineno, row in enumerate(reader, start=2):
-            try:
-                label = int(row["emotion"])
-                pixels = np.array(row["pixels"].split(), dtype=np.float32)
-            except (TypeError, ValueError) as exc:
-                raise DataError(f"{path}:{lineno}: malformed row ({exc})") from None
-            if not 0 <= label < len(EMOTIONS):
-                raise DataError(f"{path}:{lineno}: emotion {label} outside 0..{len(EMOTIONS) - 1}")
-            if pixels.size != INPUT_SIZE * INPUT_SIZE or pixels.min() < 0 or pixels.max() > 255:
-                raise DataError(f"{path}:{lineno}: pixels must be {INPUT_SIZE * INPUT_SIZE} values in 0..255, got {pixels.size}")
-            usage = (row["Usage"] or "").strip()
-            if not usage:
-                raise DataError(f"{path}:{lineno}: empty Usage")
-            xs, ys, names = rows.setdefault(usage, ([], [], []))
-            xs.append(prepare_face(pixels.reshape(INPUT_SIZE, INPUT_SIZE).astype(np.uint8)))
-            ys.append(label)
-            names.append(f"{usage}/{lineno}")
-            digest.update(f"{label},{row['pixels']},{usage}\n".encode())
+        try:
+            _read_csv_rows(path, fh, rows, digest)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not a UTF-8 text CSV ({exc.reason} at byte {exc.start})") from None
+        except csv.Error as exc:
+            raise DataError(f"{path}: unreadable CSV ({exc})") from None
     if not rows:
         raise DataError(f"{path}: no data rows")
     checksum = digest.hexdigest()
     return {u: Split(np.stack(x), np.asarray(y, np.int64), n, checksum) for u, (x, y, n) in rows.items()}
+
+
+def _read_csv_rows(path: Path, fh, rows: dict[str, tuple[list, list, list]], digest) -> None:
+    """``load_csv``'s rows: each face prepared into ``rows[usage]``, each row hashed into ``digest``."""
+    reader = csv.DictReader(fh)
+    need = {"emotion", "pixels", "Usage"}
+    if reader.fieldnames is None or not need <= set(reader.fieldnames):
+        raise DataError(f"{path}: expected columns emotion,pixels,Usage; found {reader.fieldnames}")
+    n_pixels = INPUT_SIZE * INPUT_SIZE
+    for lineno, row in enumerate(reader, start=2):
+        if any(row[k] is None for k in need):  # DictReader fills the fields a short row lacks with None
+            raise DataError(f"{path}:{lineno}: malformed row: expected the columns emotion,pixels,Usage, "
+                            f"found {sum(v is not None for v in row.values())} value(s)")
+        try:
+            label = int(row["emotion"])
+            pixels = np.array(row["pixels"].split(), dtype=np.float32)
+        except ValueError as exc:
+            raise DataError(f"{path}:{lineno}: malformed row ({exc})") from None
+        if not 0 <= label < len(EMOTIONS):
+            raise DataError(f"{path}:{lineno}: emotion {label} outside 0..{len(EMOTIONS) - 1}")
+        if pixels.size != n_pixels:
+            raise DataError(f"{path}:{lineno}: pixels must be {n_pixels} values in 0..255, got {pixels.size} values")
+        finite = pixels[np.isfinite(pixels)]
+        if finite.size < n_pixels or finite.min() < 0 or finite.max() > 255:
+            found = [f"values from {finite.min():g} to {finite.max():g}"] if finite.size else []
+            found += [f"{n_pixels - finite.size} non-numbers"] if finite.size < n_pixels else []
+            raise DataError(f"{path}:{lineno}: pixels must be {n_pixels} values in 0..255, got {' and '.join(found)}")
+        usage = row["Usage"].strip()
+        if not usage:
+            raise DataError(f"{path}:{lineno}: empty Usage")
+        xs, ys, names = rows.setdefault(usage, ([], [], []))
+        xs.append(prepare_face(pixels.reshape(INPUT_SIZE, INPUT_SIZE).astype(np.uint8)))
+        ys.append(label)
+        names.append(f"{usage}/{lineno}")
+        digest.update(f"{label},{row['pixels']},{usage}\n".encode())
 
 
 def load_dataset(data: str | Path, val_split: float = 0.0, seed: int = 0) -> tuple[Split, Split | None]:

@@ -20,7 +20,7 @@ import numpy as np
 
 from app.config import Config
 from app.training.data import DataError, Split, load_csv, load_folder
-from app.training.metrics import summarize
+from app.training.metrics import macro_average, summarize
 from app.vision.emotions import EmotionModel, ModelLoadError
 from app.vision.preprocess import EMOTIONS, TTA_VIEWS, tta_views
 
@@ -109,7 +109,7 @@ def format_report(report: dict) -> str:
     classes = report["per_class"]
     for name, c in classes.items():
         lines.append(f"{name:<10}{c['precision']:>10.4f}{c['recall']:>10.4f}{c['f1']:>10.4f}{c['support']:>10d}")
-    macro = [np.mean([c[k] for c in classes.values()]) for k in ("precision", "recall", "f1")]
+    macro = [macro_average(classes, report["confusion_matrix"], k) for k in ("precision", "recall", "f1")]
     lines.append(f"{'macro avg':<10}{macro[0]:>10.4f}{macro[1]:>10.4f}{macro[2]:>10.4f}{report['n']:>10d}")
     names = list(classes)
     lines += ["", "confusion matrix (rows: true, columns: predicted)",

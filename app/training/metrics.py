@@ -28,6 +28,18 @@ def per_class(cm: np.ndarray) -> dict[str, dict[str, float]]:
     return out
 
 
+def macro_average(classes: dict, cm: np.ndarray, key: str = "f1") -> float:
+    """The mean of a per-class figure over the classes that occur, as labels or as predictions.
+
+    A class that neither occurs nor is predicted says nothing about the
+    model, so it does not count as a zero (scikit-learn's convention).
+    """
+    cm = np.asarray(cm)
+    occurs = (cm.sum(axis=0) + cm.sum(axis=1)) > 0
+    values = [c[key] for c, seen in zip(classes.values(), occurs, strict=True) if seen]
+    return float(np.mean(values)) if values else 0.0
+
+
 def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int = 15) -> float:
     """ECE of the top-class confidence over equal-width bins."""
     conf = probs.max(axis=1)
@@ -65,7 +77,7 @@ def summarize(probs: np.ndarray, y_true: np.ndarray) -> dict:
         "n": int(len(y_true)),
         "accuracy": correct / len(y_true) if len(y_true) else 0.0,
         "accuracy_ci95": list(wilson_interval(correct, len(y_true))) if len(y_true) else None,
-        "macro_f1": float(np.mean([c["f1"] for c in classes.values()])),
+        "macro_f1": macro_average(classes, cm),
         "ece": expected_calibration_error(probs, y_true),
         "nll": float(-np.log(np.clip(probs[np.arange(len(y_true)), y_true], 1e-12, 1.0)).mean()),
         "per_class": classes,

@@ -93,6 +93,57 @@ def test_resume_continues_from_the_checkpoint(data, tmp_path):
     assert [c.endswith("--epochs 3 --resume") for c in card["training"]["resumed_with"]] == [True]
 
 
+def folded_kernel(tmp_path, temperature: float) -> np.ndarray:
+    """The best model's logits kernel with ``temperature`` taken out again."""
+    import keras
+
+    return keras.models.load_model(tmp_path / "models" / "tiny.keras").get_layer("logits").get_weights()[0] * temperature
+
+
+def test_resuming_a_finished_run_calibrates_its_best_model_once(data, tmp_path):
+    assert train.main(argv(data, tmp_path, "--epochs", "1")) == 0
+    state_path = tmp_path / "run" / "state.json"
+    raw = folded_kernel(tmp_path, json.loads(state_path.read_text())["temperature"])
+    assert train.main(argv(data, tmp_path, "--resume")) == 0  # nothing left to train: calibrated again
+    np.testing.assert_allclose(folded_kernel(tmp_path, json.loads(state_path.read_text())["temperature"]), raw,
+                               rtol=1e-5, atol=1e-6)
+    # Extended by an epoch that is no better: the best model keeps its temperature through the epoch, once.
+    state = json.loads(state_path.read_text())
+    state_path.write_text(json.dumps({**state, "best": 2.0}))  # no epoch can beat it
+    assert train.main(argv(data, tmp_path, "--epochs", "2", "--resume")) == 0
+    after = json.loads(state_path.read_text())
+    assert after["epoch"] == 2 and after["best"] == 2.0
+    np.testing.assert_allclose(folded_kernel(tmp_path, after["temperature"]), raw, rtol=1e-5, atol=1e-6)
+
+
+def test_resume_keeps_the_runs_network_and_length_when_not_given(data, tmp_path, capsys):
+    without_arch = [a for a in argv(data, tmp_path) if a not in ("--arch", "tiny")]
+    assert train.main(argv(data, tmp_path, "--epochs", "1")) == 0
+    capsys.readouterr()
+    assert train.main([*without_arch, "--resume"]) == 0  # neither --arch nor --epochs: the run's own
+    assert "stretched" not in capsys.readouterr().out and len(log_rows(tmp_path)) == 1
+    assert train.main([*without_arch, "--resume", "--epochs", "2"]) == 0
+    card = json.loads((tmp_path / "models" / "tiny.json").read_text())
+    assert card["architecture"] == "tiny" and card["training"]["epochs_trained"] == 2
+    import keras
+
+    from app.training.architectures import make_model
+
+    shipped = keras.models.load_model(tmp_path / "models" / "tiny.keras")
+    assert shipped.count_params() == make_model("tiny").count_params()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--val-split", "1"], "--val-split must be a fraction from 0"),
+    (["--val-split", "-0.1"], "--val-split must be a fraction from 0"),
+    (["--epochs", "0"], "--epochs must be at least 1"),
+])
+def test_out_of_range_run_settings_are_refused(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        train.parse_args(["--data", "x", *flags])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_resume_without_checkpoint_is_a_clear_error(data, tmp_path, capsys):
     assert train.main(argv(data, tmp_path, "--epochs", "1", "--resume")) == 2
     err = capsys.readouterr().err
@@ -165,6 +216,14 @@ def test_init_from_a_model_with_other_layers_is_a_clear_error(trained, data, tmp
     assert "does not match --arch's layers" in capsys.readouterr().err
     assert train.main(argv(data, tmp_path, "--epochs", "1", "--init-from", str(tmp_path / "nope.keras"))) == 2
     assert "nope.keras does not exist" in capsys.readouterr().err
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip")
+    assert train.main(argv(data, tmp_path, "--epochs", "1", "--init-from", str(broken))) == 2
+    assert "broken.keras is not a readable Keras model" in capsys.readouterr().err
+    served = tmp_path / "emotion.int8.tflite"
+    served.write_bytes(b"TFL3")
+    assert train.main(argv(data, tmp_path, "--epochs", "1", "--init-from", str(served))) == 2
+    assert "emotion.int8.tflite is not a .keras model" in capsys.readouterr().err
 
 
 def test_recalibrate_refits_the_temperature_without_training(data, tmp_path):
@@ -186,6 +245,19 @@ def test_recalibrate_refits_the_temperature_without_training(data, tmp_path):
     assert card["calibration"]["cross_validated"]["folds"] == 5
     assert card["training"]["recalibrated_with"][0].endswith("--recalibrate")
     assert [r["epoch"] for r in log_rows(tmp_path)] == ["0"]  # nothing trained
+
+
+def test_recalibrate_fits_on_the_runs_own_validation_split(data, tmp_path, capsys):
+    assert train.main(argv(data, tmp_path, "--epochs", "1", "--val-split", "0.2", "--seed", "5")) == 0
+    card_path = tmp_path / "models" / "tiny.json"
+    first = json.loads(card_path.read_text())
+    assert first["evaluated_on"]["checksum"] == first["training"]["val_checksum"]
+    capsys.readouterr()
+    assert train.main(argv(data, tmp_path, "--recalibrate", "--seed", "6")) == 0  # neither PublicTest nor seed 6
+    assert "--recalibrate: the run keeps --seed 5 (this command asked for 6)" in capsys.readouterr().out
+    card = json.loads(card_path.read_text())
+    assert card["evaluated_on"]["checksum"] == first["training"]["val_checksum"]
+    assert card["evaluated_on"]["n"] == first["evaluated_on"]["n"]
 
 
 def test_recalibrate_without_a_finished_run_is_a_clear_error(data, tmp_path, capsys):

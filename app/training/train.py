@@ -46,8 +46,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data", required=True, help="FER-2013 folder (train/ [test/] or <emotion>/ sub-folders) or fer2013.csv")
     p.add_argument("--out", default="models/emotion.keras", help="where the best model goes (default: %(default)s)")
     p.add_argument("--run-dir", help="checkpoint folder (default: runs/<name of --out>)")
-    p.add_argument("--arch", default="vgg", help="architecture from app.training.architectures (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=80)
+    p.add_argument("--arch", help="architecture from app.training.architectures (default: vgg; a resumed run keeps "
+                                  "its own)")
+    p.add_argument("--epochs", type=int,
+                   help="epochs in all (default: 80; a resumed run keeps its own, and another number stretches or "
+                        "shortens its learning-rate schedule)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the cosine schedule")
     p.add_argument("--warmup-epochs", type=int, default=3)
@@ -88,17 +91,26 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "or with fewer layers (the new convolutions start as identities: deepening); "
                         "a calibration temperature recorded in its card is undone first")
     p.add_argument("--resume", action="store_true",
-                   help="continue from the run folder's last checkpoint, with the run's first data settings "
-                        "(--batch-size, --augment, --mixup, --cutmix, --distill, --distill-weight, --sam, "
-                        "--val-split, --limit, --seed) and precision")
+                   help="continue from the run folder's last checkpoint, with the run's network (--arch), first "
+                        "data settings (--batch-size, --augment, --mixup, --cutmix, --distill, --distill-weight, "
+                        "--sam, --val-split, --limit, --seed) and precision")
     p.add_argument("--keep-epochs", action="store_true",
                    help="also keep every epoch's weights as RUN_DIR/epoch-NNN.keras (for app.training.average)")
     p.add_argument("--calibrate-for", choices=["ece", "nll"], default="ece",
                    help="what the calibration temperature minimises on the validation split (default: %(default)s)")
     p.add_argument("--recalibrate", action="store_true",
-                   help="no training: refit the temperature of the finished run's model and rewrite its card")
+                   help="no training: refit the temperature of the finished run's model, on the run's own "
+                        "validation split, and rewrite its card")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress output")
     args = p.parse_args(argv)
+    if not (args.resume or args.recalibrate):  # a resumed run keeps its own (keep_run_settings)
+        args.arch = args.arch or "vgg"
+        args.epochs = 80 if args.epochs is None else args.epochs
+    if args.epochs is not None and args.epochs < 1:
+        p.error(f"--epochs must be at least 1, not {args.epochs}")
+    if not 0 <= args.val_split < 1:
+        p.error(f"--val-split must be a fraction from 0 (use PublicTest) up to but not including 1, "
+                f"not {args.val_split:g}")
     if args.mixup < 0:
         p.error(f"--mixup must be 0 (off) or a positive ALPHA, not {args.mixup:g}")
     if not 0 <= args.cutmix <= 1:
@@ -115,10 +127,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-# What the training data looks like to a run, how it steps and the precision it computes in: fixed by its first command
-# (``keep_run_settings``).
-RUN_SETTINGS = ("batch_size", "augment", "mixup", "cutmix", "distill", "distill_weight", "sam", "val_split", "limit",
-                "seed", "precision")
+# The network a run trains, what the training data looks like to it, how it steps and the precision it computes in:
+# fixed by its first command (``keep_run_settings``).
+RUN_SETTINGS = ("arch", "batch_size", "augment", "mixup", "cutmix", "distill", "distill_weight", "sam", "val_split",
+                "limit", "seed", "precision")
+# What decides the split a run's temperature is fitted on (``--recalibrate``).
+SPLIT_SETTINGS = ("val_split", "limit", "seed")
 
 
 def run_paths(args) -> dict[str, Path]:
@@ -239,11 +253,17 @@ def run_card_command(build, args, argv=None) -> int:
 
 
 class Checkpoint(keras.callbacks.Callback):
-    """Every epoch: save the resumable checkpoint, and the best model by val accuracy."""
+    """Every epoch: save the resumable checkpoint, and the best model by val accuracy.
 
-    def __init__(self, paths, arch: str, args_record: dict, best: float):
+    ``calibrated``: the temperature (and its record) folded into the best model
+    file by an earlier ``finish`` of a resumed run; kept in the run state until a
+    better epoch replaces that file with an uncalibrated one.
+    """
+
+    def __init__(self, paths, arch: str, args_record: dict, best: float, calibrated: dict | None = None):
         super().__init__()
         self.paths, self.arch, self.args_record, self.best = paths, arch, args_record, best
+        self.calibrated = dict(calibrated or {})
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -254,11 +274,13 @@ class Checkpoint(keras.callbacks.Callback):
         if best:
             self.best = float(score)
             save_atomically(shipped, self.paths["out"])
+            self.calibrated = {}
             print(f"\nepoch {epoch + 1}: best so far ({score:.4f}), saved {self.paths['out']}", flush=True)
         if keep:
             save_atomically(shipped, Path(str(self.paths["epoch"]).format(epoch + 1)))
         save_atomically(self.model, self.paths["last"])
-        state = {"epoch": epoch + 1, "best": self.best, "best_metric": "val_accuracy", "args": self.args_record}
+        state = {"epoch": epoch + 1, "best": self.best, "best_metric": "val_accuracy", "args": self.args_record,
+                 **self.calibrated}
         self.paths["state"].write_text(json.dumps(state, indent=2))
 
 
@@ -334,7 +356,13 @@ def init_from(model: keras.Model, source: Path, faces: np.ndarray | None = None,
 
     if not source.is_file():
         raise DataError(f"--init-from: {source} does not exist")
-    trained = keras.models.load_model(source)
+    if source.suffix != ".keras":
+        raise DataError(f"--init-from: {source} is not a .keras model (a TensorFlow Lite copy such as the served "
+                        "emotion.int8.tflite holds no trainable weights: start from its float model)")
+    try:
+        trained = keras.models.load_model(source)
+    except Exception as exc:  # any reader failure means the same thing here
+        raise DataError(f"--init-from: {source} is not a readable Keras model: {exc}") from None
     reshaped = {}
     try:
         model.set_weights(trained.get_weights())
@@ -407,7 +435,10 @@ def train(args, argv=None) -> dict:
     after it, so later models built in the same process keep their own.
     """
     state = None
-    if args.resume and not args.recalibrate:
+    if args.recalibrate:
+        state = finished_state(run_paths(args))
+        keep_run_settings(args, state["args"], SPLIT_SETTINGS, "--recalibrate")
+    elif args.resume:
         state = resume_state(run_paths(args))
         keep_run_settings(args, state["args"])
     if args.precision == "auto":
@@ -424,20 +455,30 @@ def resume_state(paths: dict) -> dict:
     return json.loads(paths["state"].read_text())
 
 
-def keep_run_settings(args, recorded: dict) -> None:
-    """``--resume``: the run keeps its first command's data settings and precision, so its card stays true.
+def finished_state(paths: dict) -> dict:
+    """``--recalibrate``: the run record of a finished run; a DataError when there is none."""
+    if not paths["state"].is_file() or not paths["out"].is_file():
+        raise DataError(f"--recalibrate: no finished run for {paths['out']} (expected it and {paths['state']})")
+    return json.loads(paths["state"].read_text())
 
-    A resuming command that asks for others is told so. A run recorded before
-    ``--mixup``, ``--cutmix`` or ``--distill`` existed mixed no faces and had no teacher, and keeps so.
+
+def keep_run_settings(args, recorded: dict, keys=RUN_SETTINGS, flag: str = "--resume") -> None:
+    """``--resume``: the run keeps its first command's network, data settings and precision, so its card stays true
+    (``--recalibrate``: the settings that decide its validation split, ``keys``).
+
+    A command that asks for others is told so; one that leaves ``--arch`` out gets the run's silently. A run
+    recorded before ``--mixup``, ``--cutmix`` or ``--distill`` existed mixed no faces and had no teacher, and keeps so.
     """
     def shown(value):
         return (" ".join(map(str, value)) or "none") if isinstance(value, list) else value
 
-    for key in RUN_SETTINGS:
+    for key in keys:
         kept = recorded.get(key, HYPERPARAMETER_DEFAULTS.get(key))
-        if kept is not None and getattr(args, key) != kept:
-            print(f"--resume: the run keeps --{key.replace('_', '-')} {shown(kept)} "
-                  f"(this command asked for {shown(getattr(args, key))})", flush=True)
+        asked = getattr(args, key)
+        if kept is not None and asked != kept:
+            if asked is not None:
+                print(f"{flag}: the run keeps --{key.replace('_', '-')} {shown(kept)} "
+                      f"(this command asked for {shown(asked)})", flush=True)
             setattr(args, key, kept)
 
 
@@ -460,13 +501,9 @@ def _train(args, argv=None, state: dict | None = None) -> dict:
           f"({time.time() - t0:.1f} s)", flush=True)
 
     if args.recalibrate:
-        if not paths["state"].is_file() or not paths["out"].is_file():
-            raise DataError(f"--recalibrate: no finished run for {paths['out']} (expected it and {paths['state']})")
-        state = json.loads(paths["state"].read_text())
-        undo = float(state.get("temperature", 1.0))
         state["args"]["recalibrated_with"] = state["args"].get("recalibrated_with", []) + [record_command(argv)]
         paths["state"].write_text(json.dumps(state, indent=2))
-        return finish(paths, val if val is not None else train_split, args.calibrate_for, undo)
+        return finish(paths, val if val is not None else train_split, args.calibrate_for)
 
     steps = int(np.ceil(len(train_split) / args.batch_size))
     record = {k: v for k, v in vars(args).items() if k != "resume"}
@@ -480,6 +517,7 @@ def _train(args, argv=None, state: dict | None = None) -> dict:
         model = keras.models.load_model(paths["last"])
         initial_epoch, best = state["epoch"], state["best"]
         planned = state["args"]["epochs"]
+        args.epochs = planned if args.epochs is None else args.epochs
         record = {**state["args"], "epochs": args.epochs}
         record["resumed_with"] = record.get("resumed_with", []) + [record_command(argv)]
         if args.epochs != planned:
@@ -506,7 +544,8 @@ def _train(args, argv=None, state: dict | None = None) -> dict:
     callbacks = [
         LearningRateLog(),
         keras.callbacks.CSVLogger(str(paths["log"]), append=args.resume),
-        Checkpoint(paths, args.arch, record, best),
+        Checkpoint(paths, args.arch, record, best,
+                   {k: state[k] for k in ("temperature", "calibration") if k in state} if state else None),
     ]
     if initial_epoch < args.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, initial_epoch=initial_epoch,
@@ -515,13 +554,17 @@ def _train(args, argv=None, state: dict | None = None) -> dict:
     return finish(paths, val if val is not None else train_split, args.calibrate_for)
 
 
-def finish(paths: dict, calib_split: Split, objective: str, undo: float = 1.0) -> dict:
-    """Calibrate the best model, record the temperature in the run state and write the model card."""
+def finish(paths: dict, calib_split: Split, objective: str) -> dict:
+    """Calibrate the best model, record the temperature in the run state and write the model card.
+
+    A temperature the run state records as folded into the best model already (an earlier finish of the
+    same best epoch: ``--recalibrate``, or a resumed run that found no better epoch) is taken out first.
+    """
+    state = json.loads(paths["state"].read_text())
     best_model = keras.models.load_model(paths["out"])
-    calibration = calibrate(best_model, calib_split, objective, undo)
+    calibration = calibrate(best_model, calib_split, objective, undo=float(state.get("temperature", 1.0)))
     temperature = calibration["temperature"]
     save_atomically(best_model, paths["out"])
-    state = json.loads(paths["state"].read_text())
     state["temperature"] = temperature
     state["calibration"] = calibration
     paths["state"].write_text(json.dumps(state, indent=2))

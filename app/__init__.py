@@ -23,6 +23,7 @@ def create_app(config: dict | None = None) -> Flask:
     from app.live import transport as live_transport
     from app.upload import bp as upload_bp
     from app.vision.emotions import set_op_threads
+    from app.vision.images import follow_pixel_limit
 
     settings = Config.from_env()
     settings.update(config or {})
@@ -38,6 +39,7 @@ def create_app(config: dict | None = None) -> Flask:
         app.logger.warning("TF_INTRA_OP_THREADS=%s not applied: TensorFlow was already running in this process",
                            app.config["TF_INTRA_OP_THREADS"])
     app.extensions["emotion_model"] = load_model(app.config["MODEL_PATH"], app.config["MODEL_TTA"])
+    follow_pixel_limit(max(app.config["MAX_IMAGE_PIXELS"], app.config["MAX_FRAME_PIXELS"]))
 
     socketio.init_app(
         app,
@@ -51,6 +53,7 @@ def create_app(config: dict | None = None) -> Flask:
     )
     live_events.install(app)
     live_transport.install(socketio)
+    live_transport.limit_attachments(socketio)
     errors.init_app(app)
     security.init_app(app)  # headers; behind TRUSTED_PROXIES proxies, the client's address and scheme
     app.register_blueprint(main.bp)

@@ -5,9 +5,12 @@ or pass a dict of overrides to ``create_app``.
 """
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from pathlib import Path
+
+import limits
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_SECRET_NOTE = "development-only secret, generated at start-up"
@@ -25,9 +28,12 @@ def _float(name: str, default: float) -> float:
     if raw in (None, ""):
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
+    return value
 
 
 def _int(name: str, default: int) -> int:
@@ -106,7 +112,7 @@ class Config:
             "MAX_FRAME_PIXELS": _int("MAX_FRAME_PIXELS", cls.MAX_FRAME_PIXELS),
             "MAX_FACES": _int("MAX_FACES", cls.MAX_FACES),
             "FULL_SCAN_EVERY": _int("FULL_SCAN_EVERY", cls.FULL_SCAN_EVERY),
-            "SCORE_SMOOTHING": float(env.get("SCORE_SMOOTHING", cls.SCORE_SMOOTHING)),
+            "SCORE_SMOOTHING": _float("SCORE_SMOOTHING", cls.SCORE_SMOOTHING),
             "CORS_ALLOWED_ORIGINS": env.get("CORS_ALLOWED_ORIGINS") or None,
             "SOCKETIO_MESSAGE_QUEUE": env.get("SOCKETIO_MESSAGE_QUEUE") or None,
             "DATABASE_URL": env.get("DATABASE_URL") or None,
@@ -150,8 +156,19 @@ def finalize(cfg: dict) -> dict:
     elif production and len(str(cfg["SECRET_KEY"])) < MIN_SECRET_KEY_LENGTH:
         raise ConfigError(f"SECRET_KEY is too short for production: use at least {MIN_SECRET_KEY_LENGTH} "
                           "random characters (openssl rand -hex 32)")
-    if float(cfg.get("STREAM_MAX_FPS", Config.STREAM_MAX_FPS)) < 0:
+    max_fps = float(cfg.get("STREAM_MAX_FPS", Config.STREAM_MAX_FPS))
+    if not (math.isfinite(max_fps) and max_fps >= 0):
         raise ConfigError("STREAM_MAX_FPS must be 0 (no cap) or a positive number of frames per second")
+    smoothing = float(cfg.get("SCORE_SMOOTHING", Config.SCORE_SMOOTHING))
+    if not 0 <= smoothing < 1:  # also false for nan
+        raise ConfigError(f"SCORE_SMOOTHING must be at least 0 (no smoothing) and below 1, got {smoothing}")
+    for key in ("ANALYZE_RATE_LIMIT", "LOGIN_RATE_LIMIT", "JOIN_RATE_LIMIT"):
+        value = cfg.get(key, getattr(Config, key))
+        try:
+            limits.parse_many(str(value))
+        except ValueError as exc:
+            raise ConfigError(f"{key} must be a rate limit such as '30 per minute; 300 per hour', "
+                              f"got {value!r} ({exc})") from None
     if int(cfg.get("TF_INTRA_OP_THREADS", Config.TF_INTRA_OP_THREADS)) < 0:
         raise ConfigError("TF_INTRA_OP_THREADS must be 0 (TensorFlow's default: one per core) or a number of threads")
     if int(cfg.get("TRUSTED_PROXIES", 0)) < 0:

@@ -1,6 +1,7 @@
 """POST /api/v1/analyze and the upload page, success and every error."""
 from __future__ import annotations
 
+import base64
 import io
 import re
 
@@ -159,3 +160,80 @@ def test_vendor_files_are_served_locally(client):
     assert client.get("/vendor/socket.io.esm.min.js").status_code == 404
     assert client.get("/vendor/../package.json").status_code == 404
     assert client.get("/vendor/other.js").status_code == 404
+
+
+@pytest.mark.parametrize("size", [(4000, 3), (3, 4000)])
+def test_a_strip_thinner_than_a_face_is_analysed_with_no_face(size):
+    from tests.conftest import make_app
+
+    client = make_app(TESTING=False).test_client()  # as served: an error would be a 500 page, not raised here
+    r = client.post("/api/v1/analyze", data=pil_bytes(Image.new("RGB", size, (128, 128, 128)), "PNG"),
+                    content_type="image/png")
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert r.json["faces"] == [] and (r.json["width"], r.json["height"]) == size
+
+
+def test_upload_page_shows_a_photo_wider_than_jpeg_allows_as_a_smaller_preview(client):
+    r = post_file(client, pil_bytes(Image.new("RGB", (66000, 40), (128, 128, 128)), "PNG"), "image/png", url="/upload")
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200, html
+    src = re.search(r'id="annotated" src="data:image/jpeg;base64,([^"]+)"', html).group(1)
+    preview = Image.open(io.BytesIO(base64.b64decode(src)))
+    assert preview.size == (2048, 1)
+
+
+def test_upload_page_preview_keeps_the_boxes_where_the_faces_are(client, obama, monkeypatch):
+    """A photo larger than the preview is shown scaled down, its boxes drawn to scale."""
+    from app.upload import routes
+
+    monkeypatch.setattr(routes, "PREVIEW_SIDE", 569)  # half the photo's height
+    (face,) = post_file(client, obama).json["faces"]
+    html = post_file(client, obama, url="/upload").get_data(as_text=True)
+    src = re.search(r'id="annotated" src="data:image/jpeg;base64,([^"]+)"', html).group(1)
+    preview = cv2.imdecode(np.frombuffer(base64.b64decode(src), np.uint8), cv2.IMREAD_COLOR)
+    k = 569 / 1137
+    assert preview.shape[:2] == (569, round(910 * k))
+    x, y, _, h = (round(v * k) for v in face["box"])
+    edge = preview[y + h // 2, max(0, x - 3):x + 4].astype(int)  # the box's left side, half-way down
+    assert (np.abs(edge - routes.BOX_COLOUR).sum(axis=1) < 90).any(), edge
+
+
+@pytest.mark.parametrize("declared", ["image/jpg", "image/pjpeg"])
+def test_jpeg_declared_under_a_common_alias_is_analysed(client, obama, declared):
+    assert post_file(client, obama, declared).status_code == 200
+    r = client.post("/api/v1/analyze", data=obama, content_type=declared)
+    assert r.status_code == 200 and len(r.json["faces"]) == 1
+
+
+def test_phone_jpeg_with_a_second_picture_is_analysed(client, obama):
+    photo = Image.open(io.BytesIO(obama))
+    mpo = pil_bytes(photo, "MPO", save_all=True, append_images=[photo.resize((160, 200))])
+    for r in (post_file(client, mpo), client.post("/api/v1/analyze", data=mpo, content_type="image/jpeg")):
+        assert r.status_code == 200, r.json
+        assert len(r.json["faces"]) == 1 and (r.json["width"], r.json["height"]) == (910, 1137)
+
+
+def test_a_jpeg_of_thousands_of_scans_is_refused_before_decoding(client):
+    progressive = pil_bytes(Image.new("L", (64, 48), 128), "JPEG", progressive=True)
+    last, end = progressive.rindex(b"\xff\xda"), progressive.rindex(b"\xff\xd9")
+    bomb = progressive[:end] + progressive[last:end] * 5000 + progressive[end:]
+    r = client.post("/api/v1/analyze", data=bomb, content_type="image/jpeg")
+    assert r.status_code == 400 and "scans" in r.json["error"]
+
+
+def test_pillows_pixel_limit_follows_the_apps(monkeypatch):
+    """Above Pillow's own limit (about 89 million pixels), the app's MAX_IMAGE_PIXELS is the one that applies."""
+    from PIL import Image as PILImage
+
+    from tests.conftest import make_app
+
+    def load(self):
+        raise OSError("past the size checks")  # rather than decode 90 million pixels
+
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", PILImage.MAX_IMAGE_PIXELS)  # restored after the test
+    monkeypatch.setattr(PILImage.Image, "load", load)
+    client = make_app(MAX_IMAGE_PIXELS=100_000_000).test_client()
+    r = client.post("/api/v1/analyze", data=png_bomb(9500, 9500), content_type="image/png")  # 90 million pixels
+    assert r.status_code == 400 and "past the size checks" in r.json["error"]
+    r = client.post("/api/v1/analyze", data=png_bomb(10001, 10000), content_type="image/png")
+    assert r.status_code == 413 and "limit of 100000000 pixels" in r.json["error"]

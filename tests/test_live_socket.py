@@ -5,6 +5,7 @@ import threading
 import time
 
 import cv2
+import numpy as np
 import pytest
 
 from app.live.streams import Stream, submit
@@ -273,3 +274,41 @@ def test_no_message_follows_the_answer_to_a_clients_close_frame():
     finally:
         ours.close()
         theirs.close()
+
+
+def test_a_frame_of_thousands_of_scans_gets_frame_error(socket_client, frame):
+    from PIL import Image
+
+    from tests.imagegen import pil_bytes
+
+    progressive = pil_bytes(Image.new("L", (64, 48), 128), "JPEG", progressive=True)
+    last, end = progressive.rindex(b"\xff\xda"), progressive.rindex(b"\xff\xd9")
+    socket_client.emit("frame", {"seq": 5, "image": progressive[:end] + progressive[last:end] * 5000 + progressive[end:]})
+    (event,) = received(socket_client, "frame_error")
+    assert event["args"][0]["seq"] == 5 and "scans" in event["args"][0]["error"]
+    socket_client.emit("frame", {"seq": 6, "image": frame})
+    assert received(socket_client, "faces")[0]["args"][0]["seq"] == 6
+
+
+def test_a_frame_thinner_than_a_face_gets_no_face(socket_client):
+    thin = encode(np.full((3, 2000, 3), 128, np.uint8), ".jpg")
+    socket_client.emit("frame", {"seq": 9, "image": thin})
+    (event,) = received(socket_client, "faces")
+    assert event["args"][0]["seq"] == 9 and event["args"][0]["faces"] == []
+    assert not [e for e in socket_client.get_received() if e["name"] == "frame_error"]
+
+
+def test_a_binary_packet_announcing_many_attachments_closes_its_connection(socket_client, frame, caplog, monkeypatch):
+    """A frame carries one JPEG: a header announcing more is refused, not kept waiting for its attachments."""
+    from app.extensions import socketio
+
+    server = socketio.server
+    closed = []
+    monkeypatch.setattr(server.eio, "disconnect", closed.append)  # the test client has no Engine.IO socket to close
+    # What the Engine.IO layer hands the Socket.IO server for a WebSocket message, as a hostile client sends it.
+    server.eio.handlers["message"](socket_client.eio_sid,
+                                   '59999999999-["frame",{"seq":1,"image":{"_placeholder":true,"num":0}}]')
+    assert socket_client.eio_sid not in server._binary_packet and closed == [socket_client.eio_sid]
+    assert [r.levelname for r in caplog.records if "attachments" in r.getMessage()] == ["WARNING"]
+    socket_client.emit("frame", {"seq": 2, "image": frame})  # one attachment, as the page sends
+    assert received(socket_client, "faces")[0]["args"][0]["seq"] == 2

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,7 +12,7 @@ import pytest
 from PIL import Image
 
 from app.vision.faces import DetectorSettings, FaceDetector
-from app.vision.images import ImageError, ImageTooLarge, UnsupportedImage, decode_image
+from app.vision.images import MAX_JPEG_SCANS, ImageError, ImageTooLarge, UnsupportedImage, decode_image
 from app.vision.pipeline import STILL_SETTINGS, StreamAnalyzer, analyze_image
 from app.vision.preprocess import EMOTIONS, TTA_VIEWS, ZOOM_CROP, prepare_face, tta_views
 from app.vision.tracking import FaceTracker, iou
@@ -175,6 +176,32 @@ def test_decompression_bomb_refused_from_header_alone(monkeypatch):
         decode(png_bomb(5000, 5000), max_pixels=1_000_000)
 
 
+def many_scans_jpeg(scans: int) -> bytes:
+    """A small progressive JPEG whose last scan is repeated until it has ``scans`` scans (each a pass to decode)."""
+    rng = np.random.default_rng(3)
+    data = pil_bytes(Image.fromarray(rng.integers(0, 255, (48, 64), np.uint8)), "JPEG", progressive=True)
+    last, end = data.rindex(b"\xff\xda"), data.rindex(b"\xff\xd9")
+    extra = scans - data.count(b"\xff\xda")
+    return data[:end] + data[last:end] * extra + data[end:]
+
+
+@pytest.mark.parametrize("want_color", [True, False])  # the upload path (Pillow) and the live one (libjpeg to gray)
+def test_decode_refuses_a_jpeg_of_too_many_scans(want_color):
+    assert decode(many_scans_jpeg(MAX_JPEG_SCANS), want_color=want_color).gray.shape == (48, 64)
+    with pytest.raises(ImageError, match=f"{MAX_JPEG_SCANS + 1} scans; at most {MAX_JPEG_SCANS}") as refused:
+        decode(many_scans_jpeg(MAX_JPEG_SCANS + 1), want_color=want_color)
+    assert refused.value.status == 400
+
+
+@pytest.mark.parametrize("want_color", [True, False])
+def test_decode_takes_a_phones_multi_picture_jpeg_as_jpeg(want_color):
+    photo = Image.new("RGB", (64, 40), (200, 30, 30))
+    data = pil_bytes(photo, "MPO", save_all=True, append_images=[photo.resize((16, 10))])
+    assert Image.open(io.BytesIO(data)).format == "MPO"
+    out = decode(data, want_color=want_color)
+    assert out.format == "JPEG" and (out.width, out.height) == (64, 40)
+
+
 # --- detection ---------------------------------------------------------------
 
 @pytest.mark.parametrize("name", sorted(FACE_MARKS))
@@ -208,6 +235,28 @@ def test_collage_of_fer_faces_all_found(fer_dir, model):
         assert len(boxes) == len(placed)
     result = analyze_image(decode(encode(frame, ".png")), model)
     assert len(result["faces"]) == 6
+
+
+@pytest.mark.parametrize("size", [(4000, 3), (3, 4000), (2000, 20)])
+@pytest.mark.parametrize("settings", [DetectorSettings(), STILL_SETTINGS], ids=["live", "still"])
+def test_a_strip_thinner_than_a_face_has_no_face(size, settings):
+    assert FaceDetector(settings).detect(np.full(size[::-1], 128, np.uint8)) == []
+
+
+def test_a_small_face_in_a_large_photo_is_found(photos, model):
+    """A still is scanned at full size up to 1 megapixel, a larger one at 1 megapixel: a 60-pixel face in a
+    1600x1200 photo is found (the 640-pixel-wide copy scanned before shrank it below the cascade's window)."""
+    face = Image.open(io.BytesIO(photos["obama.jpg"])).convert("RGB")  # the face is about 311 px wide
+    k = 60 / 311
+    canvas = Image.new("RGB", (1600, 1200), (120, 120, 120))
+    canvas.paste(face.resize((round(face.width * k), round(face.height * k)), Image.LANCZOS), (900, 700))
+    result = analyze_image(decode(pil_bytes(canvas, "PNG")), model)
+    (found,) = result["faces"]
+    (cx, cy), _ = FACE_MARKS["obama.jpg"]
+    assert contains(found["box"], (900 + cx * k, 700 + cy * k))
+    assert 45 <= found["box"][2] <= 80
+    assert STILL_SETTINGS.smallest_face(1000, 1000) == 40 and STILL_SETTINGS.smallest_face(1600, 1200) <= 60
+    assert 130 <= STILL_SETTINGS.smallest_face(4032, 3024) <= 150
 
 
 def test_local_redetection_follows_a_moving_face(photos):

@@ -1,5 +1,5 @@
 """The threading mode's WebSocket: read in chunks that fit a live frame, written one frame at a time (none after
-the close frame), closed quietly once the client has gone."""
+the close frame), closed quietly once the client has gone. In every mode: binary packets of one attachment at most."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +8,7 @@ import threading
 import simple_websocket
 from engineio.async_drivers._websocket_wsgi import SimpleWebSocketWSGI
 from simple_websocket import ConnectionClosed
+from socketio import packet
 
 log = logging.getLogger(__name__)
 
@@ -88,3 +89,43 @@ def install(socketio) -> bool:
         return False
     eio._async = {**eio._async, "websocket": LiveWebSocket}  # this server's copy; the driver's table is shared
     return True
+
+
+class TooManyAttachments(ValueError):
+    """A binary packet announced more attachments than any event of this app carries."""
+
+
+class OneAttachmentPacket(packet.Packet):
+    """A Socket.IO packet that announces at most one binary attachment: a ``frame`` carries one JPEG.
+
+    python-socketio keeps every binary message that follows a binary packet's header until as many as the
+    header announced have arrived, and accepts up to 9,999,999,999: one connection could make the server
+    hold message after message of up to ``MAX_FRAME_BYTES``, never answered.
+    """
+
+    MAX_ATTACHMENTS = 1
+
+    def decode(self, encoded_packet):
+        count = super().decode(encoded_packet)
+        if count and count > self.MAX_ATTACHMENTS:
+            raise TooManyAttachments(f"binary packet announces {count} attachments; at most {self.MAX_ATTACHMENTS}")
+        return count
+
+
+def limit_attachments(socketio) -> None:
+    """Refuse binary packets of more than one attachment by closing the connection that sent one.
+
+    Call after ``socketio.init_app``. The refusal is one warning in the log, not a traceback per packet.
+    """
+    server = socketio.server
+    server.packet_class = OneAttachmentPacket
+    handle_message = server.eio.handlers["message"]
+
+    def on_message(eio_sid, data):
+        try:
+            return handle_message(eio_sid, data)
+        except TooManyAttachments as exc:
+            log.warning("connection %s closed: %s", eio_sid, exc)
+            server.eio.disconnect(eio_sid)
+
+    server.eio.on("message", on_message)

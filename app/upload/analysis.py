@@ -10,6 +10,8 @@ from app.vision.images import SUPPORTED_MIME, DecodedImage, ImageError, Unsuppor
 from app.vision.pipeline import analyze_image
 
 ANALYZE_SCOPE = "analyze"  # the API and the upload page share one per-client budget
+# Names some browsers and tools give JPEG; the bytes are identified by decoding them anyway.
+MIME_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}
 
 
 def analyze_limit() -> str:
@@ -20,11 +22,13 @@ def analyze_limit() -> str:
 def image_from_request(field: str = "image") -> tuple[bytes, str | None]:
     """The uploaded bytes: multipart field ``field``, or a raw ``image/*`` body."""
     content_type = (request.mimetype or "").lower()
+    content_type = MIME_ALIASES.get(content_type, content_type)
     if content_type == "multipart/form-data":
         upload = request.files.get(field)
         if upload is None or upload.filename == "" and not upload.content_length:
             raise ImageError(f"no file in the form field '{field}'")
         declared = (upload.mimetype or "").lower()
+        declared = MIME_ALIASES.get(declared, declared)
         if declared.startswith("image/") and declared not in SUPPORTED_MIME:
             raise UnsupportedImage(f"unsupported image type {declared}; send JPEG, PNG or WebP")
         return upload.read(), declared or None

@@ -12,9 +12,11 @@ from app.extensions import limiter
 from app.upload import bp
 from app.upload.analysis import ANALYZE_SCOPE, analyze_limit, analyze_upload, image_from_request
 from app.vision.images import ImageError
+from app.vision.pipeline import STILL_SETTINGS
 from app.vision.preprocess import EMOTIONS
 
 BOX_COLOUR = (80, 200, 120)  # BGR
+PREVIEW_SIDE = 2048  # the annotated photo's longest side at most (JPEG cannot exceed 65,500 px; a page needs far less)
 CSRF_FAILED = "The form expired or came from another site: reload the page and choose the photo again."
 
 
@@ -23,11 +25,16 @@ class UploadForm(FlaskForm):
 
 
 def annotate(bgr, faces) -> str:
-    """The photo with numbered boxes, as a JPEG data URL (kept in memory only)."""
-    img = bgr.copy()
+    """The photo with numbered boxes, at most ``PREVIEW_SIDE`` pixels long, as a JPEG data URL (kept in memory only)."""
+    k = min(1.0, PREVIEW_SIDE / max(bgr.shape[:2]))
+    if k < 1.0:
+        size = (max(1, round(bgr.shape[1] * k)), max(1, round(bgr.shape[0] * k)))
+        img = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+    else:
+        img = bgr.copy()
     thickness = max(2, round(max(img.shape[:2]) / 400))
     for i, face in enumerate(faces, start=1):
-        x, y, w, h = face["box"]
+        x, y, w, h = (round(v * k) for v in face["box"])
         cv2.rectangle(img, (x, y), (x + w, y + h), BOX_COLOUR, thickness)
         label = f"{i} {face['label']}"
         scale = max(0.5, w / 250)
@@ -37,6 +44,8 @@ def annotate(bgr, faces) -> str:
         cv2.putText(img, label, (x + thickness, top + th + thickness), cv2.FONT_HERSHEY_SIMPLEX, scale, (20, 20, 20),
                     thickness, cv2.LINE_AA)
     ok, jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 88])
+    if not ok:
+        raise ImageError("the annotated photo could not be drawn")
     return "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode()
 
 
@@ -55,7 +64,8 @@ def upload_submit():
     try:
         data, _ = image_from_request()
         result, image = analyze_upload(data)
+        annotated = run_cpu(current_app.config["ASYNC_MODE"], annotate, image.bgr, result["faces"])
     except ImageError as exc:
         return render_template("upload.html", emotions=EMOTIONS, form=form, error=str(exc)), exc.status
-    annotated = run_cpu(current_app.config["ASYNC_MODE"], annotate, image.bgr, result["faces"])
-    return render_template("upload.html", emotions=EMOTIONS, form=form, result=result, annotated=annotated)
+    return render_template("upload.html", emotions=EMOTIONS, form=form, result=result, annotated=annotated,
+                           smallest_face=STILL_SETTINGS.smallest_face(result["width"], result["height"]))

@@ -8,6 +8,7 @@ tracked one -- a fraction of a millisecond per face.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import cv2
 import numpy as np
 
 Box = tuple[int, int, int, int]  # x, y, w, h in full-frame pixels
+CASCADE_WINDOW = 24  # the frontal-face cascade's window: no face smaller than this is found in the scanned copy
+FOUND_FACE_PX = 40   # a face this wide in the scanned copy is found reliably (measured; at 24-35 px, some are)
 
 
 @dataclass(frozen=True)
@@ -23,10 +26,24 @@ class DetectorSettings:
 
     scan_width: int = 320          # full scans run on a copy at most this wide
     min_face: int = 40             # smallest face reported, in full-frame pixels
+    # Stills: scan the image itself up to this many pixels, a larger one scaled down to this many (never below
+    # scan_width); the scan's cost grows with them. 0: the copy at most scan_width wide, as for live frames.
+    max_scan_pixels: int = 0
     scale_factor: float = 1.1
     min_neighbors: int = 5
     local_margin: float = 0.5      # region around a tracked face, as a fraction of its size
     local_face_px: int = 36        # a tracked face is scaled to about this many pixels
+
+    def scan_scale(self, width: int, height: int) -> float:
+        """The scale of the copy a full scan of a ``width`` x ``height`` image runs on (at most 1)."""
+        scale = self.scan_width / float(width)
+        if self.max_scan_pixels:
+            scale = max(scale, math.sqrt(self.max_scan_pixels / (width * height)))
+        return min(1.0, scale)
+
+    def smallest_face(self, width: int, height: int) -> int:
+        """The width, in image pixels, from which a full scan of a ``width`` x ``height`` image finds faces reliably."""
+        return max(self.min_face, math.ceil(FOUND_FACE_PX / self.scan_scale(width, height)))
 
 
 def default_cascade_path() -> str:
@@ -57,10 +74,13 @@ class FaceDetector:
         """All faces in a full frame, largest first."""
         s = self.settings
         h, w = gray.shape[:2]
-        scale = min(1.0, s.scan_width / float(w))
-        small = gray if scale == 1.0 else cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-        small = cv2.equalizeHist(small)
+        scale = s.scan_scale(w, h)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
         min_size = max(20, round(s.min_face * scale))
+        if min(size) < max(min_size, CASCADE_WINDOW):  # a strip thinner than the smallest face
+            return []
+        small = gray if scale == 1.0 else cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+        small = cv2.equalizeHist(small)
         boxes = self._run(small, min_size) / scale
         return _sorted_boxes(boxes, w, h)
 

@@ -16,6 +16,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 SUPPORTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 SUPPORTED_MIME = set(SUPPORTED_FORMATS.values())
+# A phone's JPEG with a second, preview or depth, image (the MPF extension) is still a JPEG: its first image is the photo.
+FORMAT_ALIASES = {"MPO": "JPEG"}
+# A progressive JPEG has about ten scans; each costs a pass over the whole image, so thousands of tiny
+# ones take a core for seconds (15 s for a 1 MB frame). Counted in the bytes before any pixel is decoded.
+MAX_JPEG_SCANS = 100
+JPEG_SOS = b"\xff\xda"  # start-of-scan marker; never occurs inside entropy-coded data (0xFF is stuffed there)
 
 
 class ImageError(ValueError):
@@ -64,8 +70,12 @@ def _open_header(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
         raise ImageError("not an image: the bytes are not a JPEG, PNG or WebP file") from None
     except Exception as exc:
         raise ImageError(f"corrupt image header: {exc}") from None
-    if img.format not in SUPPORTED_FORMATS:
+    fmt = FORMAT_ALIASES.get(img.format, img.format)
+    if fmt not in SUPPORTED_FORMATS:
         raise UnsupportedImage(f"unsupported image format {img.format}; send JPEG, PNG or WebP")
+    scans = data.count(JPEG_SOS) if fmt == "JPEG" else 0
+    if scans > MAX_JPEG_SCANS:
+        raise ImageError(f"JPEG has {scans} scans; at most {MAX_JPEG_SCANS} are accepted")
     w, h = img.size
     if w <= 0 or h <= 0:
         raise ImageError(f"image has no pixels ({w}x{h})")
@@ -97,7 +107,7 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int, want_color: bool 
     with a message fit to show the user.
     """
     img = _open_header(bytes(data), max_bytes, max_pixels)
-    fmt = img.format
+    fmt = FORMAT_ALIASES.get(img.format, img.format)
     if fmt == "JPEG" and not want_color and data.rstrip(b"\0").endswith(b"\xff\xd9") and not _has_orientation(img):
         # Fast path for live frames: libjpeg straight to gray.
         gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
@@ -115,6 +125,16 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int, want_color: bool 
     if arr.ndim == 2:
         return DecodedImage(gray=arr, bgr=cv2.cvtColor(arr, cv2.COLOR_GRAY2BGR) if want_color else None, format=fmt)
     return DecodedImage(gray=cv2.cvtColor(arr, cv2.COLOR_BGR2GRAY), bgr=arr if want_color else None, format=fmt)
+
+
+def follow_pixel_limit(max_pixels: int) -> None:
+    """Raise Pillow's own decompression-bomb limit to ``max_pixels`` if it is lower.
+
+    Pillow refuses images above its limit (about 89 million pixels) whatever the app allows; raised to
+    the app's largest limit, the app's own check, with its clearer message, is the one that applies.
+    """
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
 
 
 def _has_orientation(img: Image.Image) -> bool:

@@ -14,8 +14,13 @@ from app.vision.images import DecodedImage, decode_image
 from app.vision.preprocess import prepare_face
 from app.vision.tracking import FaceTracker
 
-# Stills get a more thorough scan than live frames: larger copy, smaller faces.
-STILL_SETTINGS = DetectorSettings(scan_width=640, min_face=32, scale_factor=1.1, min_neighbors=8)
+# Stills get a more thorough scan than live frames: the photo itself up to 1 megapixel (faces from about 40
+# pixels wide), a larger one scaled down to 1 megapixel (``smallest_face``: about 140 pixels in a 12-megapixel
+# phone photo, 4032x3024, against 250 for the 640-pixel-wide copy the scan ran on before). Scanning more
+# pixels finds smaller faces but also patterns on clothing that look like faces in enlarged photos (2 and 4
+# megapixel copies found 1-3 such in the shared photos enlarged 2-3 times; 1 megapixel, none), and costs more.
+STILL_SETTINGS = DetectorSettings(scan_width=640, min_face=32, scale_factor=1.1, min_neighbors=8,
+                                  max_scan_pixels=1_000_000)
 
 
 class DetectorPool:

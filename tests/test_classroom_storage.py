@@ -6,9 +6,11 @@ import io
 import time
 
 import pytest
+from flask_migrate import upgrade
 from sqlalchemy import event, func, inspect, select, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
+from app.classroom import MIGRATIONS
 from app.classroom.aggregate import EMOTIONS, ClassAggregate, Record, distribution
 from app.classroom.models import Classroom, ClassSession, MoodSample, Student, Teacher, utcnow
 from app.classroom.storage import class_csv, delete_classroom, purge_expired, session_records, student_csv
@@ -18,14 +20,20 @@ from tests.classroom_fixtures import classroom_app, create_class, join, register
 T0 = 1_800_000_000
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+def database_url(request, tmp_path) -> str:
+    """A fresh, empty database of the test's kind."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture(params=BACKENDS)
 def store_app(request, tmp_path):
     """The app on a fresh database of each kind, migrated at start-up."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    app = classroom_app(url)
+    app = classroom_app(database_url(request, tmp_path))
     assert app.config["SQLALCHEMY_DATABASE_URI"].startswith(
         "sqlite" if request.param == "sqlite" else "postgresql+psycopg://")
     yield app
@@ -72,13 +80,72 @@ def test_migrations_create_the_schema(store_app):
     with store_app.app_context():
         tables = set(inspect(db.engine).get_table_names())
         assert {"teacher", "classroom", "class_session", "student", "mood_sample", "alembic_version"} <= tables
-        assert db.session.scalar(text("SELECT version_num FROM alembic_version")) == "0001"
+        assert db.session.scalar(text("SELECT version_num FROM alembic_version")) == "0002"
         columns = {c["name"] for c in inspect(db.engine).get_columns("mood_sample")}
         assert columns == {"student_id", "second", "session_id", "frames", "face_frames", *EMOTIONS}
         # Nothing that could hold an image anywhere in the schema.
         for table in tables:
             for col in inspect(db.engine).get_columns(table):
                 assert "BLOB" not in str(col["type"]).upper() and "BYTEA" not in str(col["type"]).upper()
+
+
+@pytest.fixture(params=BACKENDS)
+def old_app(request, tmp_path):
+    """The app on a fresh database of each kind at the first revision (0001), not upgraded at start-up."""
+    app = classroom_app(database_url(request, tmp_path), DB_AUTO_UPGRADE=False)
+    with app.app_context():
+        upgrade(directory=str(MIGRATIONS), revision="0001")
+    yield app
+    app.extensions["classroom"].stop()
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_upgrade_from_0001_keeps_the_data(old_app):
+    """Students get a token each (an old cookie without one joins nothing); a class left with two running
+    sessions keeps the newest running."""
+    then = utcnow()
+    with old_app.app_context():
+        db.session.execute(text("INSERT INTO teacher (id, email, name, password_hash, created_at) "
+                                "VALUES (1, 'ann@example.org', 'Ann', 'x', :t)"), {"t": then})
+        db.session.execute(text("INSERT INTO classroom (id, teacher_id, name, code, aggregate_only, created_at) "
+                                "VALUES (1, 1, 'Biology', 'ABC234', :f, :t)"), {"f": False, "t": then})
+        for sid in (1, 2):
+            db.session.execute(text("INSERT INTO class_session (id, classroom_id, started_at, aggregate_only) "
+                                    "VALUES (:id, 1, :t, :f)"), {"id": sid, "t": then, "f": False})
+        for sid, name in ((1, "Sam"), (2, "Zoe"), (3, "Dan")):
+            db.session.execute(text("INSERT INTO student (id, session_id, display_name, consent_at) "
+                                    "VALUES (:id, :s, :n, :t)"), {"id": sid, "s": min(sid, 2), "n": name, "t": then})
+        db.session.execute(text("INSERT INTO mood_sample (student_id, second, session_id, frames, face_frames, "
+                                "angry, disgust, fear, happy, sad, surprise, neutral) "
+                                f"VALUES (1, {T0}, 1, 3, 2, 0, 0, 0, 1, 0, 0, 0)"))
+        db.session.commit()
+        upgrade(directory=str(MIGRATIONS))
+        assert count(MoodSample) == 1
+        assert db.session.scalar(text("SELECT version_num FROM alembic_version")) == "0002"
+        students = db.session.scalars(select(Student).order_by(Student.id)).all()
+        assert [s.display_name for s in students] == ["Sam", "Zoe", "Dan"]
+        tokens = {s.token for s in students}
+        assert len(tokens) == 3 and all(t and len(t) >= 32 for t in tokens)
+        sessions = db.session.scalars(select(ClassSession).order_by(ClassSession.id)).all()
+        assert [s.running for s in sessions] == [False, True]
+        db.session.add(ClassSession(classroom_id=1))
+        with pytest.raises(IntegrityError):
+            db.session.commit()
+
+
+def test_a_class_has_one_running_session_at_most(store_app):
+    class_id, session_id, _ = make_session(store_app)
+    with store_app.app_context():
+        db.session.add(ClassSession(classroom_id=class_id))
+        with pytest.raises(IntegrityError):
+            db.session.commit()
+        db.session.rollback()
+        db.session.add(ClassSession(classroom_id=class_id, ended_at=utcnow()))  # ended ones do not count
+        db.session.commit()
+        db.session.get(ClassSession, session_id).ended_at = utcnow()
+        db.session.add(ClassSession(classroom_id=class_id))
+        db.session.commit()
 
 
 def test_batched_writes_round_trip(store_app):
@@ -174,6 +241,25 @@ def test_retention_deletes_old_samples_and_old_sessions(store_app):
         assert db.session.get(ClassSession, old_session) is None
         assert db.session.scalar(select(func.count(Student.id)).where(Student.id == ann)) == 0
         assert [r.second for r in session_records(new_session)] == [int(now - 3600)]
+
+
+@pytest.mark.parametrize("store_app", ["sqlite"], indirect=True)
+def test_retention_is_applied_at_start_up_whoever_migrates(store_app, caplog):
+    _, old_session, _ = make_session(store_app, students=("Ann",))
+    with store_app.app_context():
+        db.session.get(ClassSession, old_session).ended_at = utcnow().replace(year=utcnow().year - 1)
+        db.session.commit()
+    url = store_app.config["SQLALCHEMY_DATABASE_URI"]
+    later = classroom_app(url, DB_AUTO_UPGRADE=False)  # several processes: 'flask db upgrade' migrates
+    try:
+        with later.app_context():
+            assert db.session.get(ClassSession, old_session) is None and count(Student) == 0
+    finally:
+        later.extensions["classroom"].stop()
+    # A database not migrated yet holds nothing to purge: the start goes on and says why nothing was applied.
+    fresh = classroom_app(url.rsplit("/", 1)[0] + "/not-migrated.sqlite3", DB_AUTO_UPGRADE=False)
+    fresh.extensions["classroom"].stop()
+    assert "classroom retention not applied at start-up (run 'flask db upgrade'?)" in caplog.text
 
 
 def test_delete_classroom_removes_all_its_rows(store_app):

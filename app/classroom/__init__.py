@@ -15,6 +15,21 @@ SQLITE_NAME = "moodlens.sqlite3"
 from app.classroom import auth, events, routes  # noqa: E402,F401  (register views and handlers)
 
 
+def purge_at_start(app, purge) -> None:
+    """Apply the retention setting at start-up, whoever migrates the schema; a schema not created yet
+    (``DB_AUTO_UPGRADE=0`` before ``flask db upgrade``) holds nothing to purge and is only reported."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.extensions import db
+
+    try:
+        purge(int(app.config["CLASSROOM_RETENTION_DAYS"]))
+    except SQLAlchemyError as exc:
+        db.session.rollback()
+        app.logger.warning("classroom retention not applied at start-up (run 'flask db upgrade'?): %s",
+                           str(exc).splitlines()[0])
+
+
 def init_app(app) -> None:
     """Bind storage (migrated to the latest schema at start-up), accounts, rate limits and the live hooks."""
     from flask_migrate import upgrade
@@ -39,7 +54,7 @@ def init_app(app) -> None:
         install_pragmas(db.engine)
         if app.config["DB_AUTO_UPGRADE"]:  # off: the operator runs 'flask db upgrade' (several processes)
             upgrade(directory=str(MIGRATIONS))
-            purge_expired(int(app.config["CLASSROOM_RETENTION_DAYS"]))
+        purge_at_start(app, purge_expired)
 
     app.extensions["classroom"] = ClassroomService(app)
     events.install_hooks()

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from app.classroom.models import Classroom, ClassSession, Student
-from app.extensions import db
-from tests.classroom_fixtures import create_class, join
+from app.classroom.models import Classroom, ClassSession, Student, new_code
+from app.extensions import db, socketio
+from tests.classroom_fixtures import create_class, join, register
 
 READS = ["/classes/{code}", "/classes/{code}/present", "/classes/{code}/history", "/classes/{code}/sessions/{sid}",
          "/classes/{code}/export.csv", "/classes/{code}/export.csv?by=student", "/api/v1/classes/{code}/mood"]
@@ -110,6 +110,26 @@ def test_join_unknown_code_gives_a_clear_error(capp):
     assert resp.status_code == 302 and resp.headers["Location"].endswith("/join/ZZZZ22")
 
 
+@pytest.mark.parametrize("typed", ["---", "  - ", "!!", "ü", "\u00b2", "ABC", "ABCDEFG", "OOOOOO", "ABC 23I"])
+def test_join_code_that_cannot_be_a_code_is_refused_in_the_form(capp, typed):
+    resp = capp.test_client().post("/join", data={"code": typed})
+    assert resp.status_code == 400 and "6 characters" in resp.get_data(as_text=True)
+
+
+def test_guessing_codes_is_rate_limited_but_reloading_is_not(capp, teacher, student):
+    capp.config["JOIN_RATE_LIMIT"] = "5 per minute"
+    for _ in range(8):  # a joined student reloading their pages is not guessing
+        assert student.get(f"/join/{teacher.code}/live").status_code == 200
+        assert student.get(f"/join/{teacher.code}").status_code == 200
+    guesser = capp.test_client()
+    codes = [guesser.open(f"/join/{new_code()}" + ("/live" if i % 2 else ""), method="HEAD" if i % 3 else "GET")
+             .status_code for i in range(6)]
+    assert codes == [404] * 5 + [429]
+    resp = guesser.get(f"/join/{teacher.code}")  # now even a right guess reveals nothing
+    assert resp.status_code == 429 and "Biology 7B" not in resp.get_data(as_text=True)
+    assert guesser.get(f"/join/{teacher.code}/live").status_code == 429
+
+
 def test_join_ended_session_gives_a_clear_error(capp, teacher):
     teacher.client.post(f"/classes/{teacher.code}/end")
     client = capp.test_client()
@@ -147,6 +167,52 @@ def test_joined_student_gets_the_student_page(capp, teacher, student):
 def test_student_of_one_class_is_not_a_student_of_another(capp, teacher, other_teacher, student):
     resp = student.get(f"/join/{other_teacher.code}/live")
     assert resp.status_code == 302 and resp.headers["Location"].endswith(f"/join/{other_teacher.code}")
+
+
+def test_a_deleted_students_cookie_never_becomes_a_student_of_another_class(capp, teacher, student):
+    with student.session_transaction() as cookie:
+        old = dict(cookie)
+    teacher.client.post(f"/classes/{teacher.code}/delete", data={"confirm": "y"})
+    otto = capp.test_client()
+    register(otto, "otto@example.org", "Otto")
+    code = create_class(otto, "Chemistry 9A")
+    vera = capp.test_client()
+    assert join(vera, code, "Vera").status_code == 302
+    assert vera.get(f"/join/{code}/live").status_code == 200
+    sc = socketio.test_client(capp, flask_test_client=vera, auth={"classroom": "student"})
+    assert sc.is_connected()  # the new class's session streams, whatever id it was given
+    sc.disconnect()
+    # Sam's old browser (its cookie names a student that no longer exists) is not Vera, nor anyone.
+    for browser in (student, capp.test_client()):
+        with browser.session_transaction() as cookie:
+            cookie.update(old)
+        resp = browser.get(f"/join/{code}/live")
+        assert resp.status_code == 302 and resp.headers["Location"].endswith(f"/join/{code}")
+        sc = socketio.test_client(capp, flask_test_client=browser, auth={"classroom": "student"})
+        assert not sc.is_connected()
+
+
+def test_a_forged_student_cookie_is_refused(capp, teacher, student):
+    with capp.app_context():
+        (sam,) = db.session.scalars(select(Student)).all()
+    for forged in (sam.id, [sam.id, "guess"], {"id": sam.id}, "1"):
+        browser = capp.test_client()
+        with browser.session_transaction() as cookie:
+            cookie["classroom_student"] = forged
+        assert browser.get(f"/join/{teacher.code}/live").status_code == 302
+
+
+def test_starting_twice_at_once_leaves_one_running_session(capp, teacher, monkeypatch):
+    capp.config["PROPAGATE_EXCEPTIONS"] = False
+    teacher.client.post(f"/classes/{teacher.code}/end")
+    assert teacher.client.post(f"/classes/{teacher.code}/start").status_code == 302
+    # The second click's request checked before the first one's session was stored.
+    monkeypatch.setattr(Classroom, "running_session", lambda self: None)
+    assert teacher.client.post(f"/classes/{teacher.code}/start").status_code == 302
+    monkeypatch.undo()
+    with capp.app_context():
+        running = db.session.scalars(select(ClassSession).where(ClassSession.ended_at.is_(None))).all()
+        assert len(running) == 1
 
 
 # -- aggregate-only -------------------------------------------------------------------------------

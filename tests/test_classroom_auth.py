@@ -5,7 +5,7 @@ import io
 import re
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, insert, select
 
 from app.classroom.auth import safe_next
 from app.classroom.models import Teacher
@@ -42,6 +42,31 @@ def test_register_refuses_a_taken_email(capp):
     assert resp.status_code == 400 and "exists already" in resp.get_data(as_text=True)
 
 
+def test_register_twice_at_once_is_refused_not_a_500(capp):
+    """Two submissions of one email at once: the other request stores the account between our check and
+    our commit; ours gets the form error, not a server error."""
+    capp.config["PROPAGATE_EXCEPTIONS"] = False
+
+    done = []
+
+    def the_other_request_wins(_session, _flush_context, _instances):
+        if not done:
+            done.append(True)
+            with db.engine.begin() as conn:
+                conn.execute(insert(Teacher).values(email="ann@example.org", name="Ann", password_hash="x"))
+
+    event.listen(db.session, "before_flush", the_other_request_wins)
+    try:
+        client = capp.test_client()
+        resp = register(client, "ann@example.org")
+    finally:
+        event.remove(db.session, "before_flush", the_other_request_wins)
+    assert done and resp.status_code == 400 and "exists already" in resp.get_data(as_text=True)
+    assert client.get("/classes").status_code == 302  # not logged in
+    with capp.app_context():
+        assert len(db.session.scalars(select(Teacher)).all()) == 1
+
+
 def test_login_logout(capp):
     register(capp.test_client(), "ann@example.org")
     client = capp.test_client()
@@ -74,8 +99,23 @@ def test_login_redirects_only_to_local_next(capp):
     assert resp.headers["Location"] == "/classes"
 
 
-@pytest.mark.parametrize("target, ok", [("/classes", True), ("//evil.example", False), ("https://evil.example", False),
-                                        ("/\\evil.example", False), ("", False), (None, False)])
+@pytest.mark.parametrize("target", ["/\t/evil.example", "/\n/evil.example", "/\r/evil.example",
+                                    "/ /evil.example", "/\r\nSet-Cookie: x=1", "/\\evil.example"])
+def test_login_never_redirects_off_site(capp, target):
+    capp.config["PROPAGATE_EXCEPTIONS"] = False
+    register(capp.test_client(), "ann@example.org")
+    resp = capp.test_client().post("/login", query_string={"next": target},
+                                   data={"email": "ann@example.org", "password": PASSWORD})
+    assert resp.status_code == 302 and resp.headers["Location"] == "/classes"
+
+
+@pytest.mark.parametrize("target, ok", [
+    ("/classes", True), ("/classes/ABC234?session=3", True), ("//evil.example", False),
+    ("https://evil.example", False), ("/\\evil.example", False), ("", False), (None, False),
+    ("/\t/evil.example", False), ("/\n/evil.example", False), ("/\r/x", False), ("/ /evil.example", False),
+    ("/\x00x", False), ("/\x7f/evil.example", False), ("/\u2028/evil.example", False), ("/\u00a0/x", False),
+    ("/x:y@evil.example", True), ("http:/evil.example", False),
+])
 def test_safe_next(target, ok):
     assert (safe_next(target) is not None) == ok
 

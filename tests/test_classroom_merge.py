@@ -313,3 +313,50 @@ def test_the_service_pushes_one_merged_summary_only_where_it_leads(capp, teacher
         board.disconnect(namespace=NAMESPACE)
         service.cluster.close()
         service.cluster = None
+
+
+@redis_mark
+def test_aggregate_only_switched_on_through_another_process_reaches_the_leader(capp, teacher, student,
+                                                                               redis_server, faces_dir):  # noqa: F811
+    import cv2
+
+    from app.classroom.service import ClassroomService
+    from tests.classroom_fixtures import join, send_frame
+    from tests.imagegen import encode, fit_frame
+
+    service = capp.extensions["classroom"]  # Sam streams here, and this process leads
+    service.cluster = ClusterLink(redis_server.url, push_every=service.push_every, process_id="this")
+    board = socketio.test_client(capp, namespace=NAMESPACE, flask_test_client=teacher.client)
+    dan = capp.test_client()
+    join(dan, teacher.code, "Dan")
+    sc = socketio.test_client(capp, flask_test_client=student, auth={"classroom": "student"})
+    lost = socketio.test_client(capp, flask_test_client=dan, auth={"classroom": "student"})
+    other = ClassroomService(capp)  # the process that gets the teacher's POST; no student streams there
+    try:
+        frame = encode(fit_frame(cv2.imread(str(faces_dir / "obama.jpg"))), ".jpg", quality=70)
+        for seq in range(2):
+            send_frame(sc, seq, frame)
+        lost.disconnect()  # Dan's connection was lost: an alert that names him
+        board.emit("dashboard_join", {"code": teacher.code}, namespace=NAMESPACE, callback=True)
+        service.tick(force=True)
+        (mood,) = [e["args"][0] for e in board.get_received(NAMESPACE) if e["name"] == "mood"]
+        assert "per_student" in mood and "Dan" in repr(mood["alerts"])
+
+        capp.extensions["classroom"] = other
+        try:
+            resp = teacher.client.post(f"/classes/{teacher.code}/settings", data={"aggregate_only": "y"})
+        finally:
+            capp.extensions["classroom"] = service
+        assert resp.status_code == 302
+        service.tick(force=True)
+        (mood,) = [e["args"][0] for e in board.get_received(NAMESPACE) if e["name"] == "mood"]
+        assert mood["class"]["aggregate_only"] is True and "per_student" not in mood
+        assert "Sam" not in repr(mood) and "Dan" not in repr(mood)
+        assert [al["message"] for al in mood["alerts"] if al["kind"] == "lost"] == ["1 student's connection was lost."]
+    finally:
+        if sc.is_connected():
+            sc.disconnect()
+        board.disconnect(namespace=NAMESPACE)
+        other.stop()
+        service.cluster.close()
+        service.cluster = None

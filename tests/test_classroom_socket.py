@@ -6,7 +6,8 @@ import time
 import cv2
 import pytest
 
-from app.classroom.service import NAMESPACE
+import app.classroom.events as classroom_events
+from app.classroom.service import NAMESPACE, ClassroomService
 from app.extensions import socketio
 from tests.classroom_fixtures import classroom_app, create_class, join, register, send_frame
 from tests.imagegen import encode, fit_frame
@@ -170,6 +171,52 @@ def test_ending_the_session_stops_everything(capp, teacher, student, sockets, fr
     assert len(csv_text.strip().splitlines()) >= 2
     body = teacher.client.get(f"/api/v1/classes/{teacher.code}/mood").json
     assert body["session"]["running"] is False and sum(body["distribution"].values()) > 0.99
+
+
+def test_a_student_connecting_while_the_session_ends_is_turned_away(capp, teacher, student, sockets, frame,
+                                                                   monkeypatch):
+    service = capp.extensions["classroom"]
+    board, first = dashboard(sockets, teacher)
+    real = classroom_events.current_student
+
+    def checked_then_ended():  # the teacher ends the session right after the student's check
+        got = real()
+        assert teacher.client.post(f"/classes/{teacher.code}/end").status_code == 302
+        return got
+
+    monkeypatch.setattr(classroom_events, "current_student", checked_then_ended)
+    sc = sockets(student, auth=STUDENT_AUTH)
+    assert not sc.is_connected()
+    assert service.find(first["session"]["id"]) is None
+    service.tick(force=True)
+    assert events(board, "mood", NAMESPACE) == []
+
+
+def test_aggregate_only_switched_on_elsewhere_reaches_the_pushing_process(capp, teacher, sockets, frame):
+    service = capp.extensions["classroom"]
+    board, _ = dashboard(sockets, teacher)
+    sam, dan = capp.test_client(), capp.test_client()
+    join(sam, teacher.code, "Sam")
+    join(dan, teacher.code, "Dan")
+    a, b = sockets(sam, auth=STUDENT_AUTH), sockets(dan, auth=STUDENT_AUTH)
+    send_frames(a, frame, 1)
+    send_frames(b, frame, 1)
+    b.disconnect()  # a lost connection: an alert that names Dan
+    service.tick(force=True)
+    assert "Dan" in repr(events(board, "mood", NAMESPACE)[-1]["args"][0]["alerts"])
+    # The switch is handled by another process, which has no live part of this session.
+    capp.extensions["classroom"] = ClassroomService(capp)
+    try:
+        assert teacher.client.post(f"/classes/{teacher.code}/settings", data={"aggregate_only": "y"}).status_code == 302
+    finally:
+        capp.extensions["classroom"] = service
+    body = teacher.client.get(f"/api/v1/classes/{teacher.code}/mood").json
+    assert "per_student" not in body and "Dan" not in repr(body) and "Sam" not in repr(body)
+    service.tick(force=True)
+    mood = events(board, "mood", NAMESPACE)[-1]["args"][0]
+    assert mood["class"]["aggregate_only"] is True and "per_student" not in mood
+    assert "Dan" not in repr(mood) and "Sam" not in repr(mood)
+    assert any(al["kind"] == "lost" and al["message"] == "1 student's connection was lost." for al in mood["alerts"])
 
 
 def test_the_ticker_pushes_on_its_own(tmp_path, faces_dir, frame):

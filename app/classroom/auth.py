@@ -1,9 +1,13 @@
 """Teacher accounts: register, log in (rate-limited), log out."""
 from __future__ import annotations
 
+import unicodedata
+from urllib.parse import urlsplit
+
 from flask import abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.classroom import bp
@@ -25,8 +29,18 @@ def _email_key() -> str:
 
 
 def safe_next(target: str | None) -> str | None:
-    """``target`` when it is a path on this site, else None (no open redirects)."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """``target`` when it is a path on this site, else None (no open redirects).
+
+    Browsers drop tabs and newlines from a URL and read a backslash as ``/``,
+    so ``/<tab>/evil.example`` would leave the site: any whitespace, control or
+    backslash character is refused outright, as is anything with a scheme or host.
+    """
+    if not isinstance(target, str) or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return None
+    if any(ch.isspace() or unicodedata.category(ch)[0] in "CZ" for ch in target):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
         return None
     return target
 
@@ -58,13 +72,19 @@ def register():
     form = RegisterForm()
     if form.validate_on_submit():
         email = form.email.data.lower()
-        if db.session.scalar(select(Teacher).where(func.lower(Teacher.email) == email)):
-            form.email.errors.append("An account with this email exists already: log in instead.")
-        else:
+        teacher = None
+        if db.session.scalar(select(Teacher).where(func.lower(Teacher.email) == email)) is None:
             teacher = Teacher(email=email, name=form.name.data)
             teacher.set_password(form.password.data)
             db.session.add(teacher)
-            db.session.commit()
+            try:
+                db.session.commit()
+            except IntegrityError:  # the same email registered at the same moment (a double click)
+                db.session.rollback()
+                teacher = None
+        if teacher is None:
+            form.email.errors.append("An account with this email exists already: log in instead.")
+        else:
             login_user(teacher)
             flash(f"Welcome, {teacher.name}. Create your first class below.", "ok")
             return redirect(url_for("classroom.classes"))

@@ -54,7 +54,8 @@ def on_stream_connect(sid: str, auth) -> None:
     student, why = current_student()
     if student is None:
         raise ConnectionRefusedError(why)
-    _service().register(sid, student, student.session)
+    if _service().register(sid, student, student.session) is None:  # ended while this connection was checked
+        raise ConnectionRefusedError("This class session has ended.")
     return None
 
 

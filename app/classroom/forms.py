@@ -8,6 +8,8 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, Regexp, ValidationError
 
+from app.classroom.models import CODE_ALPHABET, CODE_LENGTH, normalise_code
+
 # Deliberately loose: the address is a login name here, nothing is mailed to it.
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
@@ -68,10 +70,17 @@ class SettingsForm(Form):
     aggregate_only = BooleanField("Aggregate-only")
 
 
-class CodeForm(Form):
-    """A student types the join code."""
+def _join_code(_form, field) -> None:
+    code = normalise_code(field.data)
+    if len(code) != CODE_LENGTH or any(ch not in CODE_ALPHABET for ch in code):
+        raise ValidationError(f"A class code has {CODE_LENGTH} characters, letters and digits (never 0, O, 1, I "
+                              "or L). Check the code with your teacher.")
 
-    code = StringField("Class code", filters=[_strip], validators=[DataRequired(), Length(max=20)])
+
+class CodeForm(Form):
+    """A student types the join code (spaces and dashes are ignored; it must be one that could exist)."""
+
+    code = StringField("Class code", filters=[_strip], validators=[DataRequired(), Length(max=20), _join_code])
 
 
 class JoinForm(Form):

@@ -9,7 +9,7 @@ import secrets
 from datetime import datetime, timezone
 
 from flask_login import UserMixin
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, select
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, select, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -28,6 +28,11 @@ def utcnow() -> datetime:
 def new_code() -> str:
     """A random join code (uniqueness is checked by the caller)."""
     return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+
+
+def new_token() -> str:
+    """A random secret that ties a browser to its student record."""
+    return secrets.token_urlsafe(32)
 
 
 def normalise_code(raw) -> str:
@@ -103,6 +108,10 @@ class ClassSession(db.Model):
     students: Mapped[list["Student"]] = relationship(
         back_populates="session", order_by="Student.display_name", passive_deletes=True)
 
+    # One running session per class: a second "Start a session" at the same moment fails to insert.
+    __table_args__ = (Index("uq_class_session_running", "classroom_id", unique=True,
+                            sqlite_where=text("ended_at IS NULL"), postgresql_where=text("ended_at IS NULL")),)
+
     @property
     def running(self) -> bool:
         """True until the teacher ends the session."""
@@ -114,13 +123,20 @@ class ClassSession(db.Model):
 
 
 class Student(db.Model):
-    """A student in one session: a display name and when they consented, nothing else."""
+    """A student in one session: a display name and when they consented, nothing else.
+
+    ``token`` is a random secret kept in the student's signed session cookie
+    next to the id: ids can be reused once rows are deleted (SQLite reuses the
+    highest), a token never matches another student. Students who joined
+    before tokens existed got one by migration, so their old cookies match none.
+    """
 
     __tablename__ = "student"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     session_id: Mapped[int] = mapped_column(ForeignKey("class_session.id", ondelete="CASCADE"), index=True)
     display_name: Mapped[str] = mapped_column(String(40))
     consent_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    token: Mapped[str | None] = mapped_column(String(64), default=new_token)  # set for every student
 
     session: Mapped[ClassSession] = relationship(back_populates="students")
 

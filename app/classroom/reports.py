@@ -34,11 +34,15 @@ def summary(classroom: Classroom, session: ClassSession | None = None, full: boo
         return {"session": None, "class": cls, "students": 0, "faces": 0, "distribution": zeros(), "engagement": None,
                 "negative": 0.0, "timeline": [], "alerts": []}
     if session.running:
-        out = current_app.extensions["classroom"].summary(session, full_timeline=full)
-        out["class"] = cls
-        if not session.shows_students():
-            out.pop("per_student", None)
-        return out
+        service = current_app.extensions["classroom"]
+        if not session.shows_students():  # switched on, maybe through another process: no tiles, no names
+            service.set_aggregate_only(session.id)
+        out = service.summary(session, full_timeline=full)
+        if out is not None:
+            out["class"] = cls
+            if not session.shows_students():
+                out.pop("per_student", None)
+            return out
     return stored_summary(classroom, session)
 
 

@@ -1,10 +1,13 @@
 """Classroom pages: the teacher's classes, dashboard, history and export; the student's join."""
 from __future__ import annotations
 
+import hmac
+
 from flask import (Response, abort, current_app, flash, jsonify, make_response, redirect, render_template, request,
                    session, url_for)
 from flask_login import current_user, login_required
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from app.classroom import bp
 from app.classroom.forms import ActionForm, ClassForm, CodeForm, DeleteForm, JoinForm, SettingsForm
@@ -14,7 +17,7 @@ from app.classroom.reports import summary
 from app.classroom.storage import class_csv, delete_classroom, session_overview, session_records, student_csv
 from app.extensions import db, limiter, login_manager
 
-STUDENT_KEY = "classroom_student"  # Flask-session key: the Student row this browser joined as
+STUDENT_KEY = "classroom_student"  # Flask-session key: [id, token] of the Student row this browser joined as
 
 
 # -- access -----------------------------------------------------------------------------------
@@ -56,9 +59,18 @@ def joinable(code: str) -> tuple[Classroom, ClassSession]:
 
 
 def current_student() -> tuple[Student | None, str | None]:
-    """The student this browser joined as, if their session still runs; else (None, why)."""
-    student_id = session.get(STUDENT_KEY)
-    student = db.session.get(Student, student_id) if isinstance(student_id, int) else None
+    """The student this browser joined as, if their session still runs; else (None, why).
+
+    The cookie must name the student's id *and* token: an id alone may since
+    belong to someone else (a deleted student's id reused).
+    """
+    ref = session.get(STUDENT_KEY)
+    student = None
+    if isinstance(ref, list) and len(ref) == 2 and isinstance(ref[0], int) and isinstance(ref[1], str) \
+            and 0 < ref[0] < 2**31 and ref[1]:
+        found = db.session.get(Student, ref[0])
+        if found is not None and found.token and hmac.compare_digest(found.token.encode(), ref[1].encode()):
+            student = found
     if student is None:
         return None, "Join the class first: open the join link or enter the class code."
     if not student.session.running:
@@ -100,8 +112,10 @@ def create_class():
                           aggregate_only=bool(form.aggregate_only.data))
     db.session.add(classroom)
     db.session.flush()
-    db.session.add(ClassSession(classroom_id=classroom.id, aggregate_only=classroom.aggregate_only))
+    first = ClassSession(classroom_id=classroom.id, aggregate_only=classroom.aggregate_only)
+    db.session.add(first)
     db.session.commit()
+    current_app.extensions["classroom"].started(first.id)
     flash(f"Class “{classroom.name}” created. Students join with the code {code}.", "ok")
     return redirect(url_for("classroom.dashboard", code=code))
 
@@ -132,9 +146,15 @@ def start_session(code: str):
     """Start a new session (students can join again)."""
     classroom = own_class(code)
     if ActionForm().validate_on_submit() and classroom.running_session() is None:
-        db.session.add(ClassSession(classroom_id=classroom.id, aggregate_only=classroom.aggregate_only))
-        db.session.commit()
-        flash("New session started.", "ok")
+        new = ClassSession(classroom_id=classroom.id, aggregate_only=classroom.aggregate_only)
+        db.session.add(new)
+        try:
+            db.session.commit()
+        except IntegrityError:  # started at the same moment by another click: one running session per class
+            db.session.rollback()
+        else:
+            current_app.extensions["classroom"].started(new.id)
+            flash("New session started.", "ok")
     return redirect(url_for("classroom.dashboard", code=classroom.code))
 
 
@@ -142,11 +162,14 @@ def start_session(code: str):
 def end_session(code: str):
     """End the running session: students stop sharing, the dashboard stops updating."""
     classroom = own_class(code)
-    running = classroom.running_session()
-    if ActionForm().validate_on_submit() and running is not None:
-        running.ended_at = utcnow()
+    running = db.session.scalars(select(ClassSession).where(
+        ClassSession.classroom_id == classroom.id, ClassSession.ended_at.is_(None))).all()
+    if ActionForm().validate_on_submit() and running:
+        for sess in running:
+            sess.ended_at = utcnow()
         db.session.commit()
-        current_app.extensions["classroom"].end(running.id, classroom.code)
+        for sess in running:
+            current_app.extensions["classroom"].end(sess.id, classroom.code)
         flash("Session ended. Its figures are kept in the history.", "ok")
     return redirect(url_for("classroom.dashboard", code=classroom.code))
 
@@ -243,6 +266,17 @@ def _join_limit() -> str:
     return current_app.config["JOIN_RATE_LIMIT"]
 
 
+def _missed(response) -> bool:
+    """A code guessed wrong (unknown, or a class not running): counted against the join limit."""
+    return response.status_code in (404, 410)
+
+
+# Opening a join page counts only when the code was wrong, so a student reloading their page is never
+# limited; a guesser is, whichever of the two pages they try codes on.
+guess_limit = limiter.shared_limit(_join_limit, scope="join-guess", methods=["GET", "HEAD"], deduct_when=_missed,
+                                   error_message="Too many wrong class codes from here. Wait a minute, then try again.")
+
+
 @bp.route("/join", methods=["GET", "POST"])
 @limiter.limit(_join_limit, methods=["POST"])
 def join_code():
@@ -255,6 +289,7 @@ def join_code():
 
 @bp.route("/join/<code>", methods=["GET", "POST"])
 @limiter.limit(_join_limit, methods=["POST"])
+@guess_limit
 def join(code: str):
     """Display name, the notice of what is analysed and kept, consent; then the student page."""
     classroom, running = joinable(code)
@@ -265,12 +300,13 @@ def join(code: str):
         student = Student(session_id=running.id, display_name=form.display_name.data, consent_at=utcnow())
         db.session.add(student)
         db.session.commit()
-        session[STUDENT_KEY] = student.id
+        session[STUDENT_KEY] = [student.id, student.token]
         return redirect(url_for("classroom.student", code=classroom.code, start=1))
     return render_template("classroom/join.html", classroom=classroom, form=form), 400 if form.errors else 200
 
 
 @bp.get("/join/<code>/live")
+@guess_limit
 def student(code: str):
     """The student's own live view while sharing with the class."""
     classroom, running = joinable(code)

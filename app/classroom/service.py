@@ -26,9 +26,13 @@ import threading
 import time
 from datetime import datetime, timezone
 
+from sqlalchemy import or_, select
+from sqlalchemy.exc import SQLAlchemyError
+
 from app.classroom.aggregate import ClassAggregate, Record, Settings, timeline
 from app.classroom.cluster import ClusterLink
 from app.classroom.merge import MergedView
+from app.classroom.models import Classroom, ClassSession
 from app.classroom.storage import BatchWriter, purge_expired, session_records
 from app.concurrency import run_cpu
 from app.extensions import db, socketio
@@ -70,6 +74,9 @@ class ClassroomService:
         self._lock = threading.RLock()
         self._classes: dict[int, ClassAggregate] = {}
         self._sids: dict[str, tuple[ClassAggregate, int]] = {}
+        # Sessions ended here: a student or dashboard arriving just after the end must not revive them.
+        self._ended: set[int] = set()
+        self._flags_failing = False
         self._ticker_alive = False
         self._stop = threading.Event()
         self._last_push = self._last_flush = self._last_purge = 0.0
@@ -80,9 +87,12 @@ class ClassroomService:
         self._views: dict[int, MergedView] = {}
 
     # -- aggregates -----------------------------------------------------------------------
-    def aggregate(self, session) -> ClassAggregate:
-        """The live aggregate of a running ``ClassSession`` (created on first use, its timeline from storage)."""
+    def aggregate(self, session) -> ClassAggregate | None:
+        """The live aggregate of a running ``ClassSession`` (created on first use, its timeline from storage);
+        None once the session was ended here."""
         with self._lock:
+            if session.id in self._ended:
+                return None
             agg = self._classes.get(session.id)
             if agg is not None:
                 return agg
@@ -100,10 +110,13 @@ class ClassroomService:
         with self._lock:
             return self._classes.get(session_id)
 
-    def summary(self, session, full_timeline: bool = False) -> dict:
+    def summary(self, session, full_timeline: bool = False) -> dict | None:
         """The live summary of a running ``ClassSession``: this process's aggregate, merged with the other
-        processes' parts when several share Redis (the parts last read by the ticker, or read now)."""
+        processes' parts when several share Redis (the parts last read by the ticker, or read now).
+        None when the session has just been ended here (report it from storage)."""
         agg = self.aggregate(session)
+        if agg is None:
+            return None
         if self.cluster is None:
             return agg.summary(full_timeline=full_timeline)
         now = time.time()
@@ -122,11 +135,43 @@ class ClassroomService:
         if agg is not None:
             agg.aggregate_only = True
 
-    # -- students -------------------------------------------------------------------------
-    def register(self, sid: str, student, session) -> ClassAggregate:
-        """Route the frames of stream ``sid`` into ``student``'s running session."""
-        agg = self.aggregate(session)
+    def started(self, session_id: int) -> None:
+        """A session was stored as running (SQLite may give it the id of a deleted session ended here)."""
         with self._lock:
+            self._ended.discard(session_id)
+
+    def _refresh_flags(self, aggs: list[ClassAggregate]) -> None:
+        """Switch to aggregate-only the sessions switched on in the database, by whichever process took the
+        teacher's request (one small query per push)."""
+        ids = [agg.session_id for agg in aggs if not agg.aggregate_only]
+        if not ids:
+            return
+        with self.app.app_context():
+            try:
+                hidden = set(db.session.scalars(select(ClassSession.id).join(Classroom).where(
+                    ClassSession.id.in_(ids), or_(ClassSession.aggregate_only, Classroom.aggregate_only))))
+            except SQLAlchemyError as exc:
+                if not self._flags_failing:
+                    log.warning("classroom: cannot read the aggregate-only settings: %s", exc)
+                self._flags_failing = True
+                return
+            finally:
+                db.session.remove()
+        self._flags_failing = False
+        for agg in aggs:
+            if agg.session_id in hidden:
+                agg.aggregate_only = True
+
+    # -- students -------------------------------------------------------------------------
+    def register(self, sid: str, student, session) -> ClassAggregate | None:
+        """Route the frames of stream ``sid`` into ``student``'s running session; None (nothing routed)
+        when that session has been ended here meanwhile."""
+        agg = self.aggregate(session)
+        if agg is None:
+            return None
+        with self._lock:
+            if self._classes.get(session.id) is not agg:  # ended since the line above
+                return None
             old = self._sids.pop(sid, None)
             if old is not None:
                 old[0].leave(old[1], sid)
@@ -165,6 +210,7 @@ class ClassroomService:
         were told. Safe to call when this process has no aggregate for the session.
         """
         with self._lock:
+            self._ended.add(session_id)
             agg = self._classes.pop(session_id, None)
             self._views.pop(session_id, None)
             sids = [sid for sid, (a, _) in self._sids.items() if a.session_id == session_id]
@@ -206,6 +252,7 @@ class ClassroomService:
         """
         with self._lock:
             aggs = list(self._classes.values())
+        self._refresh_flags(aggs)
         if self.cluster is not None and aggs:
             sent = self._push_merged(aggs, time.time() if now is None else now)
         else:

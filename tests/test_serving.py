@@ -49,6 +49,25 @@ def test_tensorflow_op_threads_are_set_before_the_first_op_and_fixed_after():
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
+def test_the_apps_own_log_lines_go_to_stdout_in_one_format():
+    """Flask's app logger and the recogniser's loggers write to stdout in one format, as the README says."""
+    import subprocess
+    import sys
+
+    script = (
+        "from app import create_app\n"
+        "import logging\n"
+        "app = create_app({'TESTING': True})\n"
+        "logging.getLogger('moodlens.live.transport').warning('transport line')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ready = [line for line in done.stdout.splitlines() if "MoodLens ready" in line]
+    assert len(ready) == 1 and " INFO app: MoodLens ready: model " in ready[0], done.stdout[-2000:]
+    assert any(line.endswith(" WARNING moodlens.live.transport: transport line") for line in done.stdout.splitlines())
+    assert "MoodLens ready" not in done.stderr and "transport line" not in done.stderr
+
+
 def test_the_app_sets_tensorflow_op_threads_from_its_configuration(monkeypatch):
     from app.config import ConfigError
     from app.vision import emotions

@@ -10,7 +10,7 @@ from engineio.async_drivers._websocket_wsgi import SimpleWebSocketWSGI
 from simple_websocket import ConnectionClosed
 from socketio import packet
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("moodlens.live.transport")
 
 # simple-websocket reads 4 KiB at a time. A live frame is 20-60 KB, so each took a dozen reads and
 # as many passes of the frame parser: a client flooding 300 frames/s cost the server 0.21 of a core

@@ -7,7 +7,7 @@ PORT   ?= 8000
 # Each open Socket.IO connection holds a gunicorn thread: THREADS >= clients per process.
 THREADS ?= 64
 
-.PHONY: run run-eventlet setup setup-dev system-test-deps test test-fast audit bench load clean
+.PHONY: run run-eventlet setup setup-dev setup-tools system-test-deps test test-fast audit bench load clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,10 @@ node_modules/.installed: package.json package-lock.json
 
 setup: $(VENV)/.installed node_modules/.installed
 
-setup-dev: setup $(VENV)/.installed-dev system-test-deps
+setup-dev: setup-tools system-test-deps
+
+## The Python test and benchmark tools, without the system packages the tests drive.
+setup-tools: setup $(VENV)/.installed-dev
 
 system-test-deps:
 	bash scripts/install-test-system-deps.sh
@@ -44,20 +47,20 @@ test: setup-dev
 	$(PY) scripts/audit.py
 
 ## Known vulnerabilities in the installed pinned packages (pip-audit; AUDIT_STRICT=1 fails when offline).
-audit: setup-dev
+audit: setup-tools
 	$(PY) scripts/audit.py
 
 ## Everything but the real-browser tests.
 test-fast: setup-dev
 	$(PY) -m pytest -m "not browser"
 
-bench: setup-dev
+bench: setup-tools
 	$(PY) -m benchmarks.pipeline
 	$(PY) -m benchmarks.socket_roundtrip
 	$(PY) -m benchmarks.flood
 
 ## Soak: 8 clients at 10 frames/s for 10 minutes; throughput, latency, drops, errors, server memory.
-load: setup-dev
+load: setup-tools
 	$(PY) -m benchmarks.load --clients 8 --fps 10 --seconds 600 --warmup 60 --sample-every 15
 
 clean:

@@ -3,7 +3,8 @@
 # PostgreSQL server when its binaries (initdb, pg_ctl) are neither on PATH nor in /usr/lib/postgresql.
 set -euo pipefail
 need=()
-command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# CHROMIUM: a Chromium binary of one's own (on Ubuntu the chromium package only installs a snap).
+[ -x "${CHROMIUM:-}" ] || command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)

@@ -7,9 +7,12 @@ from flask import Blueprint, current_app, jsonify, render_template
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.concurrency import Background
+
 bp = Blueprint("main", __name__)
 log = logging.getLogger("moodlens.health")
 QUEUE_TIMEOUT_S = 2.0
+DATABASE_TIMEOUT_S = 2.0  # a database that has not answered SELECT 1 by then counts as unreachable
 
 
 @bp.get("/")
@@ -17,18 +20,42 @@ def index():
     return render_template("index.html")
 
 
-def database_status() -> dict:
-    """``{"reachable": bool, "backend": "sqlite" | "postgresql" | ...}``: one ``SELECT 1``."""
+def _select_one(app) -> str | None:
+    """None when the database answers ``SELECT 1``; else why not (one line)."""
     from app.extensions import db
 
     try:
-        backend = db.engine.dialect.name
-        with db.engine.connect() as conn:
+        with app.app_context(), db.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-        return {"reachable": True, "backend": backend}
+        return None
     except SQLAlchemyError as exc:
-        log.warning("health check: database unreachable: %s", str(exc).splitlines()[0][:300])
-        return {"reachable": False, "backend": db.engine.dialect.name}
+        return (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+
+
+def database_status() -> dict:
+    """``{"reachable": bool, "backend": "sqlite" | "postgresql" | ...}``: one ``SELECT 1``, waited on for
+    ``DATABASE_TIMEOUT_S`` at most (a hung server is unreachable, not a hung health check).
+
+    The probe runs on a thread of its own; while one is still waiting on a hung server, the next health
+    check reports unreachable at once instead of starting another.
+    """
+    from app.extensions import db
+
+    app = current_app._get_current_object()
+    backend = db.engine.dialect.name
+    probe = app.extensions.get("health_database_probe")
+    if probe is not None and probe.running():
+        log.warning("health check: database unreachable: the previous probe is still waiting for an answer")
+        return {"reachable": False, "backend": backend}
+    probe = app.extensions["health_database_probe"] = Background(app.config["ASYNC_MODE"], _select_one, app,
+                                                                 name="health check database probe")
+    if not probe.wait(DATABASE_TIMEOUT_S):
+        log.warning("health check: database unreachable: no answer within %.0f s", DATABASE_TIMEOUT_S)
+        return {"reachable": False, "backend": backend}
+    if probe.result is not None or probe.error is not None:
+        log.warning("health check: database unreachable: %s", probe.result or probe.error)
+        return {"reachable": False, "backend": backend}
+    return {"reachable": True, "backend": backend}
 
 
 def message_queue_status() -> dict:

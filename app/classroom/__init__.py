@@ -15,6 +15,19 @@ SQLITE_NAME = "moodlens.sqlite3"
 from app.classroom import auth, events, routes  # noqa: E402,F401  (register views and handlers)
 
 
+def postgres_engine_options() -> dict:
+    """SQLAlchemy engine options for PostgreSQL (psycopg 3): every wait on the server bounded.
+
+    A server that hangs (a paused VM, a network partition, a stopped process) must cost a bounded wait,
+    never a thread stuck for good: libpq's ``connect_timeout`` (s) covers the whole connection start-up,
+    TCP keepalives and ``tcp_user_timeout`` (ms) drop a connection whose peer stopped acknowledging,
+    ``pool_timeout`` bounds the wait for a pooled connection. A slow query is not cut short.
+    """
+    return {"pool_pre_ping": True, "pool_timeout": 10,
+            "connect_args": {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10,
+                             "keepalives_interval": 5, "keepalives_count": 3, "tcp_user_timeout": 15_000}}
+
+
 def purge_at_start(app, purge) -> None:
     """Apply the retention setting at start-up, whoever migrates the schema; a schema not created yet
     (``DB_AUTO_UPGRADE=0`` before ``flask db upgrade``) holds nothing to purge and is only reported."""
@@ -42,7 +55,10 @@ def init_app(app) -> None:
         # No DATABASE_URL: a SQLite file in the instance folder, created here, no setup.
         os.makedirs(app.instance_path, exist_ok=True)
         app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, SQLITE_NAME)
-    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+    uri = app.config["SQLALCHEMY_DATABASE_URI"]
+    if uri.startswith("postgresql"):
+        app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", postgres_engine_options())
+    elif not uri.startswith("sqlite"):
         app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS))

@@ -8,6 +8,12 @@ teacher room every ``CLASSROOM_PUSH_SECONDS`` and flushes the finished seconds
 to the database every ``CLASSROOM_FLUSH_SECONDS``; it exits when no class has
 been running for a while and is started again on demand.
 
+The ticker never waits on the database for long: the flush, the purge and the
+push's read of the aggregate-only settings run on threads of their own
+(:class:`app.concurrency.Background`), one of each kind at a time, and the
+ticker waits for them a fraction of a second at most. A database that hangs
+delays what is stored (the rows stay queued), never a push.
+
 Several processes (``SOCKETIO_MESSAGE_QUEUE`` a Redis URL): a class's students
 may stream to different processes, each holding only its own students. On
 every push tick each process publishes its part of each running session to
@@ -34,7 +40,7 @@ from app.classroom.cluster import ClusterLink
 from app.classroom.merge import MergedView
 from app.classroom.models import Classroom, ClassSession
 from app.classroom.storage import BatchWriter, purge_expired, session_records
-from app.concurrency import run_cpu
+from app.concurrency import Background
 from app.extensions import db, socketio
 
 log = logging.getLogger("moodlens.classroom")
@@ -43,6 +49,9 @@ NAMESPACE = "/classroom"       # the teachers' dashboards
 STUDENT_NAMESPACE = "/"        # students stream through the live page's namespace
 IDLE_EXIT_SECONDS = 30.0
 PURGE_EVERY_SECONDS = 3600.0
+TICK_DB_WAIT_SECONDS = 0.5   # the ticker's longest wait for a database job (flush, aggregate-only flags)
+FLUSH_WAIT_SECONDS = 5.0     # a request's (or shutdown's) longest wait for the samples to be written
+HISTORY_WAIT_SECONDS = 2.0   # the merged timeline's longest wait for stored records
 
 
 def room(code: str) -> str:
@@ -77,6 +86,7 @@ class ClassroomService:
         # Sessions ended here: a student or dashboard arriving just after the end must not revive them.
         self._ended: set[int] = set()
         self._flags_failing = False
+        self._jobs: dict[str, Background] = {}  # the database jobs running in the background, by kind
         self._ticker_alive = False
         self._stop = threading.Event()
         self._last_push = self._last_flush = self._last_purge = 0.0
@@ -201,13 +211,14 @@ class ClassroomService:
 
     # -- ending ---------------------------------------------------------------------------
     def end(self, session_id: int, code: str, reason: str = "ended", store: bool = True,
-            announce: bool = True) -> int:
+            announce: bool = True, flush_wait: float = FLUSH_WAIT_SECONDS) -> int:
         """Stop a session's live aggregate: store everything (unless not ``store``), tell its room and students.
 
         With several processes, the others are told through Redis and end their
         part too (``announce`` False: that is this call, for a session ended
         elsewhere: the room was told there). Returns how many student streams
         were told. Safe to call when this process has no aggregate for the session.
+        Waits at most ``flush_wait`` s for the samples to be written (if not, they stay queued).
         """
         with self._lock:
             self._ended.add(session_id)
@@ -218,7 +229,7 @@ class ClassroomService:
                 del self._sids[sid]
         if agg is not None and store:
             self.writer.put(session_id, agg.close())
-            self.flush()
+            self.flush(flush_wait)
         msg = {"session": session_id, "reason": reason}
         if announce:
             socketio.emit("session_ended", msg, to=room(code), namespace=NAMESPACE)
@@ -240,9 +251,30 @@ class ClassroomService:
         self.writer.discard_sessions(ids)
 
     # -- ticking --------------------------------------------------------------------------
-    def flush(self) -> int:
-        """Write queued samples now (in a native thread under eventlet); returns rows written."""
-        return run_cpu(self.async_mode, self.writer.flush)
+    def _job(self, kind: str, fn, *args) -> tuple[Background, bool]:
+        """The running background job of ``kind``, or ``fn(*args)`` started as one; (job, started now)."""
+        with self._lock:
+            job = self._jobs.get(kind)
+            if job is not None and job.running():
+                return job, False
+            job = self._jobs[kind] = Background(self.async_mode, fn, *args, name=f"classroom {kind}")
+            return job, True
+
+    def flush(self, wait: float = FLUSH_WAIT_SECONDS) -> bool:
+        """Write every sample queued so far (after a flush already running, if any) on a thread of its own,
+        waiting at most ``wait`` s; True when that flush has ended in time (rows that failed stay queued)."""
+        deadline = time.monotonic() + wait
+        while True:
+            job, started = self._job("flush", self.writer.flush)
+            if not job.wait(deadline - time.monotonic()):
+                return False
+            if started:
+                return True
+
+    def flushing(self) -> bool:
+        """True while a flush is running (its rows are out of the queue until it ends)."""
+        job = self._jobs.get("flush")
+        return job is not None and job.running()
 
     def push(self, now: float | None = None) -> int:
         """Send each running class's summary to its teacher room; returns how many were sent.
@@ -252,7 +284,10 @@ class ClassroomService:
         """
         with self._lock:
             aggs = list(self._classes.values())
-        self._refresh_flags(aggs)
+        # The flags are applied by the read itself, however late it ends; a hung database delays them only.
+        job, started = self._job("aggregate-only flags", self._refresh_flags, aggs)
+        if started:
+            job.wait(TICK_DB_WAIT_SECONDS)
         if self.cluster is not None and aggs:
             sent = self._push_merged(aggs, time.time() if now is None else now)
         else:
@@ -304,7 +339,18 @@ class ClassroomService:
                             fallback=agg.timeline_points())
 
     def _stored(self, session_id: int, since: int | None, until: int) -> list[Record]:
-        """Stored records of a session in [since, until) (every process stores its students' records)."""
+        """Stored records of a session in [since, until) (every process stores its students' records);
+        raises when the database fails or has not answered within ``HISTORY_WAIT_SECONDS`` (the merged
+        view then uses this process's own points: the push does not wait on a hung database)."""
+        job = Background(self.async_mode, self._read_stored, session_id, since, until,
+                         name="classroom history read", log_errors=False)
+        if not job.wait(HISTORY_WAIT_SECONDS):
+            raise TimeoutError(f"no answer from the database within {HISTORY_WAIT_SECONDS:.0f} s")
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _read_stored(self, session_id: int, since: int | None, until: int) -> list[Record]:
         with self.app.app_context():
             try:
                 return session_records(session_id, since, until)
@@ -323,7 +369,8 @@ class ClassroomService:
         log.info("classroom: session %s %s on another process; ending its streams here", agg.session_id,
                  "deleted" if reason == "deleted" else "ended")
         deleted = reason == "deleted"
-        self.end(agg.session_id, agg.code, reason=reason, store=not deleted, announce=False)
+        self.end(agg.session_id, agg.code, reason=reason, store=not deleted, announce=False,
+                 flush_wait=TICK_DB_WAIT_SECONDS)  # called by the push: it must not wait on the database
         if deleted:
             self.forget([agg.session_id])
 
@@ -340,10 +387,12 @@ class ClassroomService:
             self.push(now)
         if force or now - self._last_flush >= self.flush_every:
             self._last_flush = now
-            self.flush()
+            job, started = self._job("flush", self.writer.flush)  # one still running takes the new rows next
+            if started:
+                job.wait(TICK_DB_WAIT_SECONDS)
         if self.retention_days and now - self._last_purge >= PURGE_EVERY_SECONDS:
             self._last_purge = now
-            self.purge()
+            self._job("purge", self.purge)
 
     def purge(self) -> dict:
         """Apply the retention setting now."""
@@ -374,7 +423,7 @@ class ClassroomService:
                 if self._stop.is_set():
                     self._ticker_alive = False
                     break
-                if self._classes or self.writer.pending():
+                if self._classes or self.writer.pending() or self.flushing():
                     self._idle_since = None
                     continue
                 now = time.monotonic()
@@ -386,9 +435,9 @@ class ClassroomService:
         log.debug("classroom ticker stopped")
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the ticker (flushing what is queued) and wait up to ``timeout`` s for it."""
+        """Stop the ticker and flush what is queued, waiting up to ``timeout`` s for each."""
         self._stop.set()
         deadline = time.monotonic() + timeout
         while self._ticker_alive and time.monotonic() < deadline:
             time.sleep(0.05)
-        self.flush()
+        self.flush(timeout)

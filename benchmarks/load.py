@@ -104,6 +104,7 @@ class LoadClient:
         self._pending: dict[int, float] = {}
         self._lock = threading.Lock()
         self._answer = threading.Event()
+        self._awaited: int | None = None  # page mode: the frame in flight, whose answer alone frees the next
         self.sio = socketio.Client(reconnection=False, handle_sigint=False)
         self.sio.on("faces", self._on_faces)
         self.sio.on("frame_error", self._on_error)
@@ -113,7 +114,8 @@ class LoadClient:
     def _done(self, seq) -> float | None:
         with self._lock:
             t0 = self._pending.pop(seq, None)
-        self._answer.set()
+            if seq == self._awaited:  # a late answer to a frame given up on frees nothing, as on the page
+                self._answer.set()
         return t0
 
     def _on_faces(self, msg):
@@ -152,7 +154,9 @@ class LoadClient:
         try:
             while time.perf_counter() < deadline and self.sio.connected:
                 if self.mode == "page":
-                    self._answer.clear()
+                    with self._lock:
+                        self._awaited = seq
+                        self._answer.clear()
                     self._send(seq)
                     if not self._answer.wait(PAGE_TIMEOUT):
                         self.timeouts += 1

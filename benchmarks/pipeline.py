@@ -87,12 +87,15 @@ def main(argv=None) -> None:
     if args.op_threads < 0:
         p.error(f"--op-threads must be 0 or more, got {args.op_threads}")
 
-    from app.vision.emotions import EmotionModel, set_op_threads
+    from app.vision.emotions import EmotionModel, ModelLoadError, set_op_threads
 
     if not set_op_threads(args.op_threads):
         raise SystemExit(f"--op-threads {args.op_threads} not applied: TensorFlow was already running")
 
-    model = EmotionModel.load(args.model)
+    try:
+        model = EmotionModel.load(args.model)
+    except ModelLoadError as exc:
+        p.error(str(exc))
     one = webcam_frames(SHARED / "faces" / "obama.jpg", args.frames)
     several = collage_frames(4, args.frames)
     out = {

@@ -46,6 +46,7 @@ def test_frames_are_paced_only_when_asked(model, faces_dir, fps, monkeypatch):
     (["--fps", "0"], "--fps must be above 0"),
     (["--fps", "nan"], "--fps must be above 0"),
     (["--op-threads", "-1"], "--op-threads must be 0 or more"),
+    (["--model", "models/nowhere.tflite", "--frames", "1"], "emotion model not found"),
 ])
 def test_bad_arguments_are_refused_with_a_reason(argv, reason, capsys):
     with pytest.raises(SystemExit) as exc:

@@ -105,6 +105,7 @@ def test_batchnorm_statistics_become_the_mean_of_the_batch_statistics():
     ("no run state", "is unknown"),
     ("other data", "trained on other data"),
     ("not a model", "is not a usable model"),
+    ("run state not a record", "holds a JSON list, not a record"),
 ])
 def test_refuses_bad_checkpoints_and_writes_nothing(run, tmp_path, capsys, case, message):
     data, run_dir = run
@@ -132,6 +133,8 @@ def test_refuses_bad_checkpoints_and_writes_nothing(run, tmp_path, capsys, case,
             (copy / "state.json").write_text(json.dumps(state))
         elif case == "not a model":
             chosen[1].write_bytes(b"not a keras file")
+        elif case == "run state not a record":
+            (copy / "state.json").write_text("[1]")
     before = {p: p.stat().st_mtime_ns for p in run_dir.iterdir()}
     assert average.main(["--data", str(data), "--out", str(out), "--verbose", "0", *map(str, chosen)]) == 2
     assert message in capsys.readouterr().err

@@ -68,6 +68,7 @@ def test_fused_model_serves_the_calibrated_mean_of_the_members_logits(members, t
     ("no card", "has no model card"),
     ("other data", "trained on other data"),
     ("broken card", "is not valid JSON"),
+    ("card not a record", "holds a JSON list, not a record"),
 ])
 def test_refuses_bad_members_and_writes_nothing(members, tmp_path, capsys, case, message):
     data, paths = members
@@ -88,6 +89,8 @@ def test_refuses_bad_members_and_writes_nothing(members, tmp_path, capsys, case,
             copy.with_suffix(".json").write_text(json.dumps(card))
         elif case == "broken card":
             copy.with_suffix(".json").write_text("{not json")
+        elif case == "card not a record":
+            copy.with_suffix(".json").write_text("[1, 2]")
         chosen = [paths[0], copy]
     before = {p: p.stat().st_mtime_ns for p in paths}
     assert ensemble.main(["--data", str(data), "--out", str(out), *map(str, chosen)]) == 2

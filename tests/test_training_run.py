@@ -179,6 +179,20 @@ def test_card_for_a_missing_model_is_still_written(data, tmp_path):
     assert any("emotion model not found" in note for note in card["notes"])
 
 
+def test_card_command_refuses_what_it_cannot_describe(trained, tmp_path, capsys):
+    from app.training import card as card_cli
+
+    served = tmp_path / "tiny.int8.tflite"
+    served.write_bytes(b"TFL3")
+    assert card_cli.main([str(served), "--run-dir", str(trained / "run")]) == 2
+    assert "is not a .keras model" in capsys.readouterr().err and not served.with_suffix(".json").exists()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "state.json").write_text("[1, 2]")
+    assert card_cli.main([str(trained / "models" / "tiny.keras"), "--run-dir", str(run_dir)]) == 2
+    assert "state.json holds a JSON list, not a record" in capsys.readouterr().err
+
+
 def test_init_from_starts_from_a_trained_model_with_its_temperature_undone(trained, tmp_path):
     import keras
 

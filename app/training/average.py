@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import sys
 from pathlib import Path
@@ -31,7 +30,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from app.training.architectures import batchnorm_layers  # noqa: E402
-from app.training.data import DataError, load_dataset  # noqa: E402
+from app.training.data import DataError, load_dataset, read_record  # noqa: E402
 from app.training.train import calibrate, record_command, run_card_command, save_atomically  # noqa: E402
 
 
@@ -69,7 +68,7 @@ def _run_state(checkpoints: list[Path]) -> dict:
     if not state_path.is_file():
         raise DataError(f"no {state_path}: the checkpoints' run (and its training data) is unknown")
     try:
-        state = json.loads(state_path.read_text())
+        state = read_record(state_path)
         run = state["args"]
     except (ValueError, KeyError) as exc:
         raise DataError(f"{state_path} is not a training run's state: {exc}") from None

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.training.data import Split, load_dataset, stratified_sample
+from app.training.data import Split, load_dataset, read_record, stratified_sample
 from app.training.evaluate import evaluate, training_log_path, view_logits
 from app.training.metrics import expected_calibration_error, softmax, summarize
 from app.vision.emotions import EmotionModel
@@ -241,7 +241,7 @@ def write_card(model_path, state: dict, val_split: Split, timing_calls: int = TI
     model = attempt("model", lambda: EmotionModel.load(model_path, tta=True))
     figures = probs = None
     if model is not None:
-        card["parameters"] = int(model.keras_model.count_params())
+        card["parameters"] = attempt("parameters", lambda: int(model.keras_model.count_params()))
         measured = attempt("validation figures", lambda: evaluate(model, val_split))
         if measured:
             figures, probs = measured
@@ -279,9 +279,13 @@ def main(argv=None) -> int:
     p.add_argument("model", type=Path, help="the trained model, e.g. models/emotion.keras")
     p.add_argument("--run-dir", type=Path, help="the run's folder with state.json (default: runs/<model name>)")
     args = p.parse_args(argv)
+    if args.model.suffix != ".keras":
+        print(f"error: {args.model} is not a .keras model (an int8 copy's card is written by "
+              "python -m app.training.quantize)", file=sys.stderr)
+        return 2
     state_path = (args.run_dir or Path("runs") / args.model.stem) / "state.json"
     try:
-        state = json.loads(state_path.read_text())
+        state = read_record(state_path)
         run = state["args"]
         train, val = load_dataset(run["data"], run.get("val_split") or 0.0, run.get("seed") or 0)
     except (OSError, ValueError, KeyError) as exc:  # DataError is a ValueError

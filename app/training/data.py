@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,17 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 class DataError(ValueError):
     """The data set is missing, empty or malformed; the message says where."""
+
+
+def read_record(path: Path) -> dict:
+    """A JSON object from ``path`` (a model card, a run state); a DataError when the file holds anything else."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except ValueError as exc:
+        raise DataError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{path} holds a JSON {type(record).__name__}, not a record")
+    return record
 
 
 @dataclass

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
-from app.training.data import DataError, load_dataset  # noqa: E402
+from app.training.data import DataError, load_dataset, read_record  # noqa: E402
 from app.training.train import calibrate, record_command, run_card_command, save_atomically  # noqa: E402
 from app.vision.preprocess import EMOTIONS, INPUT_SIZE  # noqa: E402
 
@@ -37,9 +36,9 @@ def load_member(path: Path, index: int, train_checksum: str) -> tuple[keras.Mode
     if not card_path.is_file():
         raise DataError(f"member {path} has no model card {card_path}: its training data cannot be checked")
     try:
-        card = json.loads(card_path.read_text())
-    except ValueError as exc:
-        raise DataError(f"member card {card_path} is not valid JSON: {exc}") from None
+        card = read_record(card_path)
+    except DataError as exc:
+        raise DataError(f"member card: {exc}") from None
     trained_on = (card.get("training") or {}).get("train_checksum")
     if trained_on != train_checksum:
         raise DataError(f"member {path} was trained on other data (train checksum {str(trained_on)[:12]}, "

@@ -44,7 +44,7 @@ from app.training.card import (  # noqa: E402
     save_card,
     write_atomically,
 )
-from app.training.data import DataError, Split, load_dataset, stratified_sample  # noqa: E402
+from app.training.data import DataError, Split, load_dataset, read_record, stratified_sample  # noqa: E402
 from app.training.evaluate import evaluate  # noqa: E402
 from app.vision.emotions import INTERPRETER_DEPRECATION, EmotionModel, ModelLoadError, frozen_forward  # noqa: E402
 from app.vision.preprocess import EMOTIONS, tta_views  # noqa: E402
@@ -116,7 +116,7 @@ def build_card(args: argparse.Namespace, argv: list[str], source: EmotionModel, 
     source_card_path = Path(args.model).with_suffix(".json")
     notes = ["the int8 copy has no training log of its own: its training curves are its source's"]
     try:
-        source_card = json.loads(source_card_path.read_text())
+        source_card = read_record(source_card_path)
     except (OSError, ValueError) as exc:  # the copy's own figures do not depend on it
         source_card = {}
         notes.append(f"source card {source_card_path} not read ({type(exc).__name__}: {exc}): "

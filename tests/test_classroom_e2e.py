@@ -49,13 +49,13 @@ def cameras(faces_dir, tmp_path_factory) -> dict[str, Path]:
             "biden": make_fake_camera(out / "biden-top.png", out / "biden.y4m")}
 
 
-def open_teacher(browser, url: str):
+def open_teacher(browser, url: str, email: str = "rivera@example.org"):
     """Register a teacher, create a class; returns (context, dashboard page, join code)."""
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     page = context.new_page()
     page.goto(url + "/register")
     page.fill("#name", "Ms Rivera")
-    page.fill("#email", "rivera@example.org")
+    page.fill("#email", email)
     page.fill("#password", PASSWORD)
     page.fill("#confirm", PASSWORD)
     page.click("#register-form button[type=submit]")
@@ -68,9 +68,15 @@ def open_teacher(browser, url: str):
     return context, page, code
 
 
-def open_student(browser, url: str, code: str, name: str, screenshot: Path | None = None):
-    """Join class ``code`` with consent; returns the student page (streaming)."""
+def open_student(browser, url: str, code: str, name: str, screenshot: Path | None = None,
+                 init_script: str | None = None):
+    """Join class ``code`` with consent; returns the student page (streaming).
+
+    ``init_script``: JavaScript run in the page before its own (e.g. a slower camera).
+    """
     page = browser.new_context(viewport={"width": 1000, "height": 900}).new_page()
+    if init_script:
+        page.add_init_script(init_script)
     problems = watch(page)
     page.goto(f"{url}/join/{code}")
     expect(page.locator("#notice")).to_contain_text("Never a picture")

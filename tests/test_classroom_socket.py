@@ -7,6 +7,7 @@ import cv2
 import pytest
 
 import app.classroom.events as classroom_events
+from app.classroom.aggregate import negative_share
 from app.classroom.service import NAMESPACE, ClassroomService
 from app.extensions import socketio
 from tests.classroom_fixtures import classroom_app, create_class, join, register, send_frame
@@ -171,6 +172,8 @@ def test_ending_the_session_stops_everything(capp, teacher, student, sockets, fr
     assert len(csv_text.strip().splitlines()) >= 2
     body = teacher.client.get(f"/api/v1/classes/{teacher.code}/mood").json
     assert body["session"]["running"] is False and sum(body["distribution"].values()) > 0.99
+    # The stored summary has the negative share too (the dashboard shows it once the session ended).
+    assert body["negative"] == pytest.approx(negative_share(body["distribution"]), abs=1e-3)
 
 
 def test_a_student_connecting_while_the_session_ends_is_turned_away(capp, teacher, student, sockets, frame,

@@ -9,7 +9,8 @@ import math
 
 from flask import current_app
 
-from app.classroom.aggregate import EMOTIONS, distribution, engagement, iso, student_means, timeline, zeros
+from app.classroom.aggregate import (EMOTIONS, distribution, engagement, iso, negative_share, student_means, timeline,
+                                     zeros)
 from app.classroom.models import Classroom, ClassSession
 from app.classroom.service import epoch
 from app.classroom.storage import session_records
@@ -62,6 +63,7 @@ def stored_summary(classroom: Classroom, session: ClassSession) -> dict:
         "faces": 0,
         "distribution": _rounded(dist),
         "engagement": None if not records else round(engagement(records), 4),
+        "negative": round(negative_share(dist), 4),  # as the live summary (aggregate.report)
         "timeline": timeline(records, step),
         "step": step,
         "alerts": [],

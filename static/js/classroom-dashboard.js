@@ -10,8 +10,13 @@ const distChart = distributionChart($("dist-chart"));
 const timeChart = timelineChart($("timeline-chart"));
 const points = new Map(); // bucket start (Unix s) -> point; pushes carry the latest few
 let updates = 0;
+let alertsKey = null;
 
 function showAlerts(alerts) {
+  // #alerts is a live region: touch it only when what it says changes, or it is announced on every push.
+  const key = JSON.stringify(alerts.map((a) => [a.kind, a.level, a.message]));
+  if (key === alertsKey) return;
+  alertsKey = key;
   const items = alerts.map((a) => {
     const li = document.createElement("li");
     li.className = "alert";
@@ -39,7 +44,8 @@ function render(summary, replaceTimeline) {
   board.dataset.updates = String(++updates);
 }
 
-function ended() {
+// The session ended (pushed, or found in the snapshot after a reconnection): say so and stop listening.
+function showEnded() {
   board.dataset.state = "ended";
   const banner = $("ended-banner");
   banner.hidden = false;
@@ -57,11 +63,17 @@ socket.on("connect", () => {
       return;
     }
     render(answer.summary, true);
-    if (answer.summary.session && !answer.summary.session.running) board.dataset.state = "ended";
+    const session = answer.summary.session;
+    if (session && session.running) {
+      board.dataset.state = "live";
+      $("ended-banner").hidden = true;
+    } else if (board.dataset.state !== "ended") {
+      showEnded(); // it ended while we were away
+    }
   });
 });
 socket.on("mood", (summary) => { if (board.dataset.state === "live") render(summary, false); });
-socket.on("session_ended", ended);
+socket.on("session_ended", showEnded);
 socket.on("connect_error", (err) => {
   showAlerts([{ kind: "error", level: "error", message: `Cannot reach the server (${err.message}); retrying…` }]);
 });

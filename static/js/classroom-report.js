@@ -4,17 +4,23 @@ import { distributionChart, pct, showDistribution, showTiles, showTimeline, time
 const $ = (id) => document.getElementById(id);
 const report = $("report");
 
+function fail(why) {
+  report.dataset.state = "error";
+  report.prepend(Object.assign(document.createElement("p"), { className: "error", textContent: `Could not load the session (${why}).` }));
+}
+
 async function load() {
-  const resp = await fetch(report.dataset.api, { headers: { Accept: "application/json" } });
-  if (!resp.ok) {
-    report.dataset.state = "error";
-    report.prepend(Object.assign(document.createElement("p"), { className: "error", textContent: `Could not load the session (${resp.status}).` }));
+  let s;
+  try {
+    const resp = await fetch(report.dataset.api, { headers: { Accept: "application/json" } });
+    if (!resp.ok) { fail(resp.status); return; }
+    s = await resp.json();
+  } catch (err) { // offline, or not JSON
+    fail(err.message || err);
     return;
   }
-  const s = await resp.json();
   $("kpi-engagement").textContent = pct(s.engagement);
-  const neg = ["angry", "disgust", "fear", "sad"].reduce((acc, e) => acc + (s.distribution[e] || 0), 0);
-  $("kpi-negative").textContent = pct(neg);
+  $("kpi-negative").textContent = pct(s.negative);
   showDistribution(distributionChart($("dist-chart")), $("dist-list"), s.distribution);
   showTimeline(timelineChart($("timeline-chart")), s.timeline);
   showTiles($("tiles"), $("aggregate-note"), s.per_student);

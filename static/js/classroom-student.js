@@ -22,10 +22,17 @@ function sharing(on) {
 }
 
 const stream = new LiveStream(
-  { video: $("video"), overlay: $("overlay"), placeholder: $("placeholder"), list: $("faces-list") },
+  { video: $("video"), overlay: $("overlay"), placeholder: $("placeholder"), list: $("faces-list"), live: $("faces-live") },
   {
     auth: { classroom: "student" },
     onStatus: status,
+    // Every socket the stream opens hears the end of the session and a refusal.
+    onSocket(socket) {
+      socket.on("classroom_ended", () => finish("Your teacher ended the session. Nothing more is being sent."));
+      socket.on("connect_error", (err) => {
+        if (!socket.active) finish(`Cannot join: ${err.message}`); // refused by the server, not a network hiccup
+      });
+    },
     onStats({ fps }) { $("fps").textContent = fps ? fps.toFixed(1) : "–"; },
     onFaces(msg) {
       const face = msg.faces.reduce((best, f) => (!best || f.box[2] * f.box[3] > best.box[2] * best.box[3] ? f : best), null);
@@ -45,20 +52,28 @@ function finish(message) {
   status(message, "info");
 }
 
-function connect() {
-  const socket = stream.connect();
-  if (socket.classroomHooks) return socket;
-  socket.classroomHooks = true;
-  socket.on("classroom_ended", () => finish("Your teacher ended the session. Nothing more is being sent."));
-  socket.on("connect_error", (err) => {
-    if (!socket.active) finish(`Cannot join: ${err.message}`); // refused by the server, not a network hiccup
-  });
-  return socket;
+// Tell the server we left on purpose (not a lost connection), then close that socket; the stream
+// lets go of it at once, so a Start right after opens a fresh one.
+function leave() {
+  const socket = stream.release();
+  if (!socket) return;
+  if (!socket.connected) { socket.disconnect(); return; }
+  const close = () => socket.disconnect(); // a second call does nothing
+  socket.emit("classroom_leave", close);
+  setTimeout(close, 1000); // no answer: close anyway
+}
+
+// Focus follows the button the user pressed when it is disabled or hidden under them.
+function focusIf(hadFocus, el) {
+  const now = document.activeElement;
+  if (hadFocus && !el.hidden && (!now || now === document.body || now === startBtn || now === stopBtn)) el.focus();
 }
 
 async function start() {
+  if (startBtn.disabled) return;
+  const hadFocus = document.activeElement === startBtn;
   startBtn.disabled = true;
-  const socket = connect();
+  const socket = stream.connect();
   if (!socket.connected) {
     // Learn first whether the server takes us (session still running), then open the camera.
     await new Promise((resolve) => { socket.once("connect", resolve); socket.once("connect_error", resolve); });
@@ -66,17 +81,18 @@ async function start() {
   const ok = !over && (await stream.start());
   startBtn.disabled = false;
   if (over) { stream.stop(statusEl.textContent); stream.disconnect(); return; }
+  if (!ok) leave(); // no camera: do not count as connected
   sharing(Boolean(ok));
+  focusIf(hadFocus, ok ? stopBtn : startBtn);
 }
 
 startBtn.addEventListener("click", start);
 stopBtn.addEventListener("click", () => {
-  const socket = stream.socket;
-  if (socket && socket.connected) socket.emit("classroom_leave");
+  const hadFocus = document.activeElement === stopBtn;
   stream.stop("You stopped sharing. Nothing is being sent.");
-  // Give the leave message a moment to go out before closing the connection.
-  setTimeout(() => { if (!stream.running) stream.disconnect(); }, 300);
+  leave();
   sharing(false);
+  focusIf(hadFocus, startBtn);
 });
 
 sharing(false);

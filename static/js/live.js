@@ -6,7 +6,7 @@ const statusEl = $("status");
 const toggle = $("toggle");
 
 const stream = new LiveStream(
-  { video: $("video"), overlay: $("overlay"), placeholder: $("placeholder"), list: $("faces-list") },
+  { video: $("video"), overlay: $("overlay"), placeholder: $("placeholder"), list: $("faces-list"), live: $("faces-live") },
   {
     onStatus(text, kind) { statusEl.textContent = text; statusEl.dataset.kind = kind; },
     onStats({ fps, rtt, server }) {
@@ -24,6 +24,7 @@ toggle.addEventListener("click", async () => {
     toggle.setAttribute("aria-pressed", "false");
     return;
   }
+  const hadFocus = document.activeElement === toggle;
   toggle.disabled = true;
   const ok = await stream.start();
   toggle.disabled = false;
@@ -31,6 +32,8 @@ toggle.addEventListener("click", async () => {
     toggle.textContent = "Stop camera";
     toggle.setAttribute("aria-pressed", "true");
   }
+  // Disabling the button took the keyboard focus away from it: give it back.
+  if (hadFocus && (!document.activeElement || document.activeElement === document.body)) toggle.focus();
 });
 
 if (new URLSearchParams(location.search).has("autostart")) toggle.click();

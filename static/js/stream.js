@@ -33,8 +33,9 @@ export function cameraErrorMessage(err) {
 
 export class LiveStream {
   /**
-   * @param {object} els  {video, overlay, placeholder, list}
-   * @param {object} opts {onStats(stats), onStatus(text, kind), onFaces(msg), auth, query}
+   * @param {object} els  {video, overlay, placeholder, list, live}  live: a live region that says the emotions in view
+   * @param {object} opts {onStats(stats), onStatus(text, kind), onFaces(msg), onSocket(socket), auth, query}
+   *   onSocket: called with every socket connect() opens, so a page's own handlers are on each one.
    */
   constructor(els, opts = {}) {
     this.els = els;
@@ -53,21 +54,43 @@ export class LiveStream {
     this.socket = null;
     this.timer = null;
     this._draw = this._draw.bind(this);
+    this.listKey = "";
+    this.liveKey = "";
+    // A phone turned mid-stream changes the camera's shape: follow it.
+    els.video.addEventListener("resize", () => { if (this.media) this._fitFrame(); });
   }
 
   connect() {
     if (this.socket) return this.socket;
-    this.socket = io({ transports: ["websocket", "polling"], auth: this.opts.auth || {}, query: this.opts.query || {} });
-    this.socket.on("faces", (msg) => this._onAnswer(msg, null));
-    this.socket.on("frame_error", (msg) => this._onAnswer(null, msg));
-    this.socket.on("connect", () => { if (this.running) this._status("Streaming", "ok"); this._sendNext(); });
-    this.socket.on("disconnect", () => { if (this.running) this._status("Connection lost, reconnecting…", "warn"); this.inFlight = null; });
-    this.socket.on("connect_error", (err) => this._status(`Cannot reach the server (${err.message}); retrying…`, "warn"));
-    return this.socket;
+    const socket = io({ transports: ["websocket", "polling"], auth: this.opts.auth || {}, query: this.opts.query || {} });
+    this.socket = socket;
+    // A socket given up by release() no longer feeds this stream.
+    const mine = (fn) => (...args) => { if (this.socket === socket) fn(...args); };
+    socket.on("faces", mine((msg) => this._onAnswer(msg, null)));
+    socket.on("frame_error", mine((msg) => this._onAnswer(null, msg)));
+    socket.on("connect", mine(() => { if (this.running) this._status("Streaming", "ok"); this._sendNext(); }));
+    socket.on("disconnect", mine(() => {
+      if (this.running) this._status("Connection lost, reconnecting…", "warn");
+      this.inFlight = null;
+      this._reset();
+    }));
+    socket.on("connect_error", mine((err) => {
+      this._status(`Cannot reach the server (${err.message}); retrying…`, "warn");
+      this._reset();
+    }));
+    if (this.opts.onSocket) this.opts.onSocket(socket);
+    return socket;
+  }
+
+  /** Give up the socket without closing it (the caller closes it); the next connect() opens a fresh one. */
+  release() {
+    const socket = this.socket;
+    this.socket = null;
+    return socket;
   }
 
   async start() {
-    if (this.running) return;
+    if (this.running) return true;
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
       this._status("This browser cannot open a camera here. Use a current browser on http://localhost or https.", "error");
       return false;
@@ -83,12 +106,7 @@ export class LiveStream {
     video.srcObject = this.media;
     await video.play().catch(() => {});
     if (!video.videoWidth) await new Promise((r) => video.addEventListener("loadedmetadata", r, { once: true }));
-    const scale = Math.min(1, CAPTURE_WIDTH / video.videoWidth);
-    this.frameSize = { w: Math.round(video.videoWidth * scale), h: Math.round(video.videoHeight * scale) };
-    this.capture.width = this.frameSize.w;
-    this.capture.height = this.frameSize.h;
-    // The stage takes the camera's shape, so a 16:9 camera is not squeezed into 4:3.
-    video.parentElement.style.aspectRatio = `${video.videoWidth} / ${video.videoHeight}`;
+    this._fitFrame();
     if (this.els.placeholder) this.els.placeholder.hidden = true;
     this.running = true;
     this.connect();
@@ -98,6 +116,28 @@ export class LiveStream {
     return true;
   }
 
+  /** Size the captured frame and the stage to the camera's current shape. */
+  _fitFrame() {
+    const { video } = this.els;
+    if (!video.videoWidth || !video.videoHeight) return;
+    const scale = Math.min(1, CAPTURE_WIDTH / video.videoWidth);
+    this.frameSize = { w: Math.round(video.videoWidth * scale), h: Math.round(video.videoHeight * scale) };
+    this.capture.width = this.frameSize.w;
+    this.capture.height = this.frameSize.h;
+    // The stage takes the camera's shape, so a 16:9 camera is not squeezed into 4:3.
+    video.parentElement.style.aspectRatio = `${video.videoWidth} / ${video.videoHeight}`;
+  }
+
+  /** Forget the answers so far: no stale boxes, faces or statistics ("–" again). */
+  _reset() {
+    this.answers = [];
+    this.rtts = [];
+    this.serverMs = [];
+    this.tracks.clear();
+    this._renderList();
+    this._report();
+  }
+
   stop(message = "Camera off.") {
     this.running = false;
     clearTimeout(this.timer);
@@ -105,8 +145,7 @@ export class LiveStream {
     this.media = null;
     this.els.video.srcObject = null;
     this.inFlight = null;
-    this.tracks.clear();
-    this._renderList();
+    this._reset();
     this.ctx.setTransform(1, 0, 0, 1, 0, 0);
     this.ctx.clearRect(0, 0, this.els.overlay.width, this.els.overlay.height);
     if (this.els.placeholder) this.els.placeholder.hidden = false;
@@ -184,15 +223,25 @@ export class LiveStream {
     const { list, overlay } = this.els;
     overlay.dataset.faces = String(this.tracks.size);
     overlay.dataset.labels = [...this.tracks.values()].map((t) => t.label).join(",");
+    const labels = [...this.tracks.values()].map((t, i) => `Face ${i + 1}: ${t.label}`).join(", ");
+    // Live regions are read out on every change: touch them only when what they say changes.
+    if (this.els.live && labels !== this.liveKey) {
+      this.liveKey = labels;
+      this.els.live.textContent = labels || (this.running ? "No face in view" : "");
+    }
     if (!list) return;
-    const items = [...this.tracks.entries()].map(([id, t], i) => {
+    const faces = [...this.tracks.values()].map((t, i) =>
+      ({ label: t.label, text: `Face ${i + 1}: ${t.label} ${Math.round((t.scores[t.label] || 0) * 100)}%` }));
+    const key = faces.map((f) => f.text).join("\n");
+    if (key === this.listKey) return;
+    this.listKey = key;
+    list.replaceChildren(...faces.map((f) => {
       const li = document.createElement("li");
-      li.className = `face-item emo-${t.label}`;
-      li.dataset.label = t.label;
-      li.textContent = `Face ${i + 1}: ${t.label} ${Math.round((t.scores[t.label] || 0) * 100)}%`;
+      li.className = `face-item emo-${f.label}`;
+      li.dataset.label = f.label;
+      li.textContent = f.text;
       return li;
-    });
-    list.replaceChildren(...items);
+    }));
   }
 
   stats() {

@@ -168,6 +168,17 @@ def test_negative_alert_only_after_the_sustained_period():
         alerts_at[i] = [a["kind"] for a in agg.summary(now=T0 + i + 0.5)["alerts"]]
     assert "negative" not in alerts_at[20]
     assert "negative" in alerts_at[40]
+    # Its text changes once a minute at most (screen readers read the alert list out on every change).
+    messages = {agg.summary(now=T0 + t)["alerts"][0]["message"] for t in (35.5, 40.5, 44.5)}
+    assert messages == {"Negative emotions (angry, disgust, fear, sad) have been above 50% of the class mood "
+                        "for 30 s or more."}
+    later = make_agg(negative_for=30.0)
+    later.join(1, "Ann", "a", now=T0)
+    for i in range(130):
+        later.add(1, [face(angry=0.7)], now=T0 + i)
+        alert = later.summary(now=T0 + i + 0.5)["alerts"]  # the dashboard's pushes follow the mood
+    (alert,) = alert
+    assert alert["message"].endswith("of the class mood for 2 min.")
     # Back to happy: the alert clears once the window no longer is mostly negative.
     for i in range(45, 60):
         agg.add(1, [face(happy=0.9)], now=T0 + i)

@@ -248,9 +248,13 @@ def alerts(students: Iterable[StudentState], now: float, negative_since: float |
     s = settings
     out: list[dict] = []
     if negative_since is not None and now - negative_since >= s.negative_for:
+        # The duration in whole minutes once past the first: the dashboard's alert list is a live region,
+        # read out whenever its text changes, so the text changes once a minute at most.
+        lasted = now - negative_since
+        duration = f"{s.negative_for:.0f} s or more" if lasted < 60 else f"{int(lasted // 60)} min"
         out.append({"id": "negative", "kind": "negative", "level": "warn", "since": iso(negative_since),
                     "message": f"Negative emotions (angry, disgust, fear, sad) have been above "
-                               f"{s.negative_share:.0%} of the class mood for {now - negative_since:.0f} s."})
+                               f"{s.negative_share:.0%} of the class mood for {duration}."})
     students = list(students)
     stale = [st for st in students if st.sids and silent_for(st, now) > s.stale_after]
     lost = [st for st in students

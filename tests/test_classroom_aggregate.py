@@ -170,8 +170,8 @@ def test_negative_alert_only_after_the_sustained_period():
     assert "negative" in alerts_at[40]
     # Its text changes once a minute at most (screen readers read the alert list out on every change).
     messages = {agg.summary(now=T0 + t)["alerts"][0]["message"] for t in (35.5, 40.5, 44.5)}
-    assert messages == {"Negative emotions (angry, disgust, fear, sad) have been above 50% of the class mood "
-                        "for 30 s or more."}
+    assert messages == {("Negative emotions (angry, disgust, fear, sad) have been above 50% of the class mood "
+                         "for 30 s or more.")}
     later = make_agg(negative_for=30.0)
     later.join(1, "Ann", "a", now=T0)
     for i in range(130):

@@ -6,11 +6,10 @@ Create Date: 2026-12-06 21:10:00.000000
 
 """
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = '0002'
@@ -35,7 +34,7 @@ def upgrade():
     conn.execute(sa.text(
         "UPDATE class_session SET ended_at = :now WHERE ended_at IS NULL AND id < "
         "(SELECT MAX(s.id) FROM class_session s WHERE s.classroom_id = class_session.classroom_id "
-        "AND s.ended_at IS NULL)"), {"now": datetime.now(timezone.utc).replace(tzinfo=None)})
+        "AND s.ended_at IS NULL)"), {"now": datetime.now(UTC).replace(tzinfo=None)})
     with op.batch_alter_table('class_session', schema=None) as batch_op:
         batch_op.create_index('uq_class_session_running', ['classroom_id'], unique=True,
                               sqlite_where=sa.text('ended_at IS NULL'), postgresql_where=sa.text('ended_at IS NULL'))

@@ -36,12 +36,13 @@ def summary(classroom: Classroom, session: ClassSession | None = None, full: boo
                 "negative": 0.0, "timeline": [], "alerts": []}
     if session.running:
         service = current_app.extensions["classroom"]
-        if not session.shows_students():  # switched on, maybe through another process: no tiles, no names
+        hidden = not session.shows_students()
+        if hidden:  # switched on, maybe through another process: no tiles, no names
             service.set_aggregate_only(session.id)
         out = service.summary(session, full_timeline=full)
         if out is not None:
             out["class"] = cls
-            if not session.shows_students():
+            if hidden:
                 out.pop("per_student", None)
             return out
     return stored_summary(classroom, session)

@@ -251,14 +251,16 @@ class ClassroomService:
         self.writer.discard_sessions(ids)
 
     # -- ticking --------------------------------------------------------------------------
-    def _job(self, kind: str, fn, *args) -> tuple[Background, bool]:
-        """The running background job of ``kind``, or ``fn(*args)`` started as one; (job, started now)."""
+    def _job(self, kind: str, fn, *args, wait: float = 0.0) -> tuple[Background, bool]:
+        """The running background job of ``kind``, or ``fn(*args)`` started as one and waited on for ``wait`` s
+        at most; (job, started now). One still running is not waited on: it takes the newer work next time."""
         with self._lock:
             job = self._jobs.get(kind)
             if job is not None and job.running():
                 return job, False
             job = self._jobs[kind] = Background(self.async_mode, fn, *args, name=f"classroom {kind}")
-            return job, True
+        job.wait(wait)
+        return job, True
 
     def flush(self, wait: float = FLUSH_WAIT_SECONDS) -> bool:
         """Write every sample queued so far (after a flush already running, if any) on a thread of its own,
@@ -285,9 +287,7 @@ class ClassroomService:
         with self._lock:
             aggs = list(self._classes.values())
         # The flags are applied by the read itself, however late it ends; a hung database delays them only.
-        job, started = self._job("aggregate-only flags", self._refresh_flags, aggs)
-        if started:
-            job.wait(TICK_DB_WAIT_SECONDS)
+        self._job("aggregate-only flags", self._refresh_flags, aggs, wait=TICK_DB_WAIT_SECONDS)
         if self.cluster is not None and aggs:
             sent = self._push_merged(aggs, time.time() if now is None else now)
         else:
@@ -387,9 +387,7 @@ class ClassroomService:
             self.push(now)
         if force or now - self._last_flush >= self.flush_every:
             self._last_flush = now
-            job, started = self._job("flush", self.writer.flush)  # one still running takes the new rows next
-            if started:
-                job.wait(TICK_DB_WAIT_SECONDS)
+            self._job("flush", self.writer.flush, wait=TICK_DB_WAIT_SECONDS)
         if self.retention_days and now - self._last_purge >= PURGE_EVERY_SECONDS:
             self._last_purge = now
             self._job("purge", self.purge)

@@ -151,6 +151,18 @@ def test_resume_without_checkpoint_is_a_clear_error(data, tmp_path, capsys):
     assert not (tmp_path / "models" / "tiny.keras").exists()
 
 
+@pytest.mark.parametrize("flag", ["--resume", "--recalibrate"])
+def test_a_damaged_run_state_is_a_clear_error(data, tmp_path, capsys, flag):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.keras").write_bytes(b"checkpoint")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny.keras").write_bytes(b"model")
+    (run / "state.json").write_text('{"epoch": 3, "best"')  # cut short as the run was killed mid-write
+    assert train.main(argv(data, tmp_path, "--epochs", "1", flag)) == 2
+    assert f"{run / 'state.json'} is not valid JSON" in capsys.readouterr().err
+
+
 def test_wrong_data_path_is_a_clear_error(tmp_path, capsys):
     assert train.main(argv(tmp_path / "missing", tmp_path, "--epochs", "1")) == 2
     assert "data not found" in capsys.readouterr().err

@@ -31,8 +31,8 @@ import tensorflow as tf  # noqa: E402
 
 from app.training.architectures import make_model  # noqa: E402
 from app.training.augment import augment_batch, make_augmenter, make_cutter, make_mixer, mix_batch  # noqa: E402
-from app.training.card import HYPERPARAMETER_DEFAULTS  # noqa: E402
-from app.training.data import DataError, Split, load_dataset  # noqa: E402
+from app.training.card import HYPERPARAMETER_DEFAULTS, write_atomically  # noqa: E402
+from app.training.data import DataError, Split, load_dataset, read_record  # noqa: E402
 from app.training.evaluate import view_logits  # noqa: E402
 from app.training.grow import deepen_into, deepenable, widen_into, widenable  # noqa: E402
 from app.training.metrics import cross_validated_ece, fit_temperature  # noqa: E402
@@ -281,7 +281,7 @@ class Checkpoint(keras.callbacks.Callback):
         save_atomically(self.model, self.paths["last"])
         state = {"epoch": epoch + 1, "best": self.best, "best_metric": "val_accuracy", "args": self.args_record,
                  **self.calibrated}
-        self.paths["state"].write_text(json.dumps(state, indent=2))
+        write_atomically(self.paths["state"], json.dumps(state, indent=2).encode())
 
 
 class LearningRateLog(keras.callbacks.Callback):
@@ -385,7 +385,7 @@ def init_from(model: keras.Model, source: Path, faces: np.ndarray | None = None,
     temperature = 1.0
     card_path = source.with_suffix(".json")
     if card_path.is_file():
-        card = json.loads(card_path.read_text())
+        card = read_record(card_path)
         temperature = float(card.get("calibration", {}).get("temperature", 1.0))
     if temperature != 1.0:
         layer = model.get_layer("logits")
@@ -400,7 +400,7 @@ def _parent_summary(card_path: Path) -> dict | None:
     """How the model fine-tuned from was itself trained, from its card."""
     if not card_path.is_file():
         return None
-    card = json.loads(card_path.read_text())
+    card = read_record(card_path)
     return {"architecture": card.get("architecture"), "accuracy": card.get("accuracy"),
             "training": card.get("training")}
 
@@ -452,14 +452,14 @@ def resume_state(paths: dict) -> dict:
     """``--resume``: the run record of the run folder's last checkpoint; a DataError when there is none."""
     if not paths["last"].is_file() or not paths["state"].is_file():
         raise DataError(f"--resume: no checkpoint in {paths['run']} (expected last.keras and state.json)")
-    return json.loads(paths["state"].read_text())
+    return read_record(paths["state"])
 
 
 def finished_state(paths: dict) -> dict:
     """``--recalibrate``: the run record of a finished run; a DataError when there is none."""
     if not paths["state"].is_file() or not paths["out"].is_file():
         raise DataError(f"--recalibrate: no finished run for {paths['out']} (expected it and {paths['state']})")
-    return json.loads(paths["state"].read_text())
+    return read_record(paths["state"])
 
 
 def keep_run_settings(args, recorded: dict, keys=RUN_SETTINGS, flag: str = "--resume") -> None:
@@ -502,7 +502,7 @@ def _train(args, argv=None, state: dict | None = None) -> dict:
 
     if args.recalibrate:
         state["args"]["recalibrated_with"] = state["args"].get("recalibrated_with", []) + [record_command(argv)]
-        paths["state"].write_text(json.dumps(state, indent=2))
+        write_atomically(paths["state"], json.dumps(state, indent=2).encode())
         return finish(paths, val if val is not None else train_split, args.calibrate_for)
 
     steps = int(np.ceil(len(train_split) / args.batch_size))
@@ -560,14 +560,14 @@ def finish(paths: dict, calib_split: Split, objective: str) -> dict:
     A temperature the run state records as folded into the best model already (an earlier finish of the
     same best epoch: ``--recalibrate``, or a resumed run that found no better epoch) is taken out first.
     """
-    state = json.loads(paths["state"].read_text())
+    state = read_record(paths["state"])
     best_model = keras.models.load_model(paths["out"])
     calibration = calibrate(best_model, calib_split, objective, undo=float(state.get("temperature", 1.0)))
     temperature = calibration["temperature"]
     save_atomically(best_model, paths["out"])
     state["temperature"] = temperature
     state["calibration"] = calibration
-    paths["state"].write_text(json.dumps(state, indent=2))
+    write_atomically(paths["state"], json.dumps(state, indent=2).encode())
     print(f"calibrated: temperature {temperature:.3f} ({objective}) folded into {paths['out']}; "
           f"out-of-fold ECE {calibration['cross_validated']['ece']:.4f}", flush=True)
 

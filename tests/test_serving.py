@@ -31,6 +31,18 @@ def test_server_refuses_to_start_without_a_usable_model(tmp_path, mode, problem,
     assert server.proc is None
 
 
+@pytest.mark.parametrize("name", ["emotion.keras", "emotion.int8.tflite"])
+def test_an_empty_model_file_is_named_as_empty(tmp_path, name):
+    """A copy cut short leaves a file of no bytes: the message says so instead of the reader's riddle."""
+    from app.vision.emotions import EmotionModel, ModelLoadError
+
+    model = tmp_path / name
+    model.touch()
+    with pytest.raises(ModelLoadError, match=r"is empty \(0 bytes\)") as refused:
+        EmotionModel.load(model)
+    assert str(model) in str(refused.value)
+
+
 def test_tensorflow_op_threads_are_set_before_the_first_op_and_fixed_after():
     """``set_op_threads`` applies before TensorFlow runs anything, and says so when it is too late."""
     import subprocess

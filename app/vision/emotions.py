@@ -210,6 +210,9 @@ class EmotionModel:
         path = Path(path)
         if not path.is_file():
             raise ModelLoadError(f"emotion model not found: {path} (set MODEL_PATH to a .keras or .tflite file)")
+        if path.stat().st_size == 0:
+            raise ModelLoadError(f"emotion model {path} is empty (0 bytes): a copy or download cut short? "
+                                 "MoodLens ships models/emotion.int8.tflite")
         if path.suffix == ".tflite":
             try:
                 content = path.read_bytes()

@@ -50,6 +50,18 @@ def send_frames(sc, frame, n=3):
     assert all(e["name"] == "faces" and len(e["args"][0]["faces"]) == 1 for e in got), got
 
 
+def streaming_students(capp, open_, teacher, frame, *names):
+    """One socket per named student, joined to the teacher's class, each with one frame counted."""
+    sockets = []
+    for name in names:
+        client = capp.test_client()
+        join(client, teacher.code, name)
+        sc = open_(client, auth=STUDENT_AUTH)
+        send_frames(sc, frame, 1)
+        sockets.append(sc)
+    return sockets
+
+
 def dashboard(open_, teacher):
     sc = open_(teacher.client, namespace=NAMESPACE)
     assert sc.is_connected(NAMESPACE)
@@ -137,12 +149,7 @@ def test_other_teacher_cannot_join_the_dashboard(capp, teacher, other_teacher, s
 def test_leave_is_not_an_alert_but_a_lost_connection_is(capp, teacher, sockets, frame):
     service = capp.extensions["classroom"]
     board, _ = dashboard(sockets, teacher)
-    leaver, dropper = capp.test_client(), capp.test_client()
-    join(leaver, teacher.code, "Lea")
-    join(dropper, teacher.code, "Dan")
-    a, b = sockets(leaver, auth=STUDENT_AUTH), sockets(dropper, auth=STUDENT_AUTH)
-    send_frames(a, frame, 1)
-    send_frames(b, frame, 1)
+    a, b = streaming_students(capp, sockets, teacher, frame, "Lea", "Dan")
     assert a.emit("classroom_leave", callback=True) == {"ok": True}
     a.disconnect()
     b.disconnect()  # no classroom_leave first: the teacher is told
@@ -198,12 +205,7 @@ def test_a_student_connecting_while_the_session_ends_is_turned_away(capp, teache
 def test_aggregate_only_switched_on_elsewhere_reaches_the_pushing_process(capp, teacher, sockets, frame):
     service = capp.extensions["classroom"]
     board, _ = dashboard(sockets, teacher)
-    sam, dan = capp.test_client(), capp.test_client()
-    join(sam, teacher.code, "Sam")
-    join(dan, teacher.code, "Dan")
-    a, b = sockets(sam, auth=STUDENT_AUTH), sockets(dan, auth=STUDENT_AUTH)
-    send_frames(a, frame, 1)
-    send_frames(b, frame, 1)
+    _, b = streaming_students(capp, sockets, teacher, frame, "Sam", "Dan")
     b.disconnect()  # a lost connection: an alert that names Dan
     service.tick(force=True)
     assert "Dan" in repr(events(board, "mood", NAMESPACE)[-1]["args"][0]["alerts"])

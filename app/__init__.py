@@ -16,6 +16,7 @@ def create_app(config: dict | None = None) -> Flask:
     from flask import Flask
 
     from app import classroom, errors, logging_setup, main, security, vendor
+    from app.classroom.cluster import queue_options
     from app.config import Config, finalize
     from app.extensions import load_model, socketio
     from app.live import bp as live_bp
@@ -44,7 +45,8 @@ def create_app(config: dict | None = None) -> Flask:
     socketio.init_app(
         app,
         async_mode=app.config["ASYNC_MODE"],
-        message_queue=app.config["SOCKETIO_MESSAGE_QUEUE"],
+        # Redis: every publish bounded (a hung Redis must not hold each emit for seconds); see cluster.py.
+        **queue_options(app.config["SOCKETIO_MESSAGE_QUEUE"]),
         cors_allowed_origins=app.config["CORS_ALLOWED_ORIGINS"],
         max_http_buffer_size=app.config["MAX_FRAME_BYTES"] + 4096,
         # Handlers run on the connection's own reading thread: they are quick (the frame handler

@@ -19,6 +19,7 @@ import string
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,6 +215,36 @@ class PausablePostgres(PostgresServer):
 
 
 # -- fixtures ---------------------------------------------------------------------------------------
+
+class HungServer:
+    """A listener on 127.0.0.1:``port`` that accepts connections and never answers a byte (a paused VM, a
+    network partition, a stopped process); ``close()`` drops it and every connection it accepted."""
+
+    def __init__(self, port: int = 0):
+        self.server = socket.create_server(("127.0.0.1", port))
+        self.server.settimeout(0.1)
+        self.port = self.server.getsockname()[1]
+        self.held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.held.append(self.server.accept()[0])
+            except TimeoutError:
+                continue
+
+    def close(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(5)
+        self.server.close()
+        for conn in self.held:
+            conn.close()
+
 
 def redis_binary() -> str:
     found = _find("redis-server", "/usr/bin/redis-server")

@@ -2,7 +2,6 @@
 dashboard do not wait on it; what was not written stays queued."""
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -11,6 +10,7 @@ import pytest
 from app.classroom.aggregate import ClassAggregate
 from app.extensions import socketio
 from tests.conftest import make_app
+from tests.services import HungServer
 
 
 @pytest.fixture
@@ -18,30 +18,9 @@ def hung_postgres():
     """``(url, close)``: a PostgreSQL URL whose server accepts connections and never answers a byte (a paused
     VM, a network partition, a stopped process); ``close()`` drops them all, as a server that comes back to
     refuse would."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.1)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept():
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-
-    def close():
-        stop.set()
-        thread.join(5)
-        server.close()
-        for conn in held:
-            conn.close()
-
-    yield f"postgresql://moodlens:secret@127.0.0.1:{server.getsockname()[1]}/moodlens", close
-    close()
+    hung = HungServer()
+    yield f"postgresql://moodlens:secret@127.0.0.1:{hung.port}/moodlens", hung.close
+    hung.close()
 
 
 @pytest.fixture

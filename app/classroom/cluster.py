@@ -21,6 +21,11 @@ of the process. Nothing here runs on the frame path. Redis unreachable: the
 calls fail fast (short timeouts, no retries), :meth:`ClusterLink.exchange`
 returns None, the caller falls back to this process's own summary; the
 outage is logged once and the link tries again every few seconds.
+
+The Socket.IO message queue on the same Redis (:class:`MessageQueue`, built
+for ``socketio.init_app`` by :func:`queue_options`) is bounded the same way:
+python-socketio's own Redis manager waits on a hung Redis up to redis-py's
+default socket timeout (5 s) twice per emit, on the emitting thread.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ import logging
 import os
 import secrets
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
@@ -36,12 +42,18 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from socketio import RedisManager
 
 log = logging.getLogger("moodlens.classroom.cluster")
+queue_log = logging.getLogger("moodlens.socketio.queue")
 
 SCHEMES = ("redis://", "rediss://")
 PREFIX = "moodlens:class:"
 ENDED_TTL_S = 86400
+REDIS_TIMEOUT_S = 0.5       # every wait on Redis (connecting, each reply): it answers in a millisecond when up
+REDIS_RETRY_AFTER_S = 3.0   # Redis found unreachable: not tried again for this long (the callers go on without it)
+OUTAGE_REMINDER_S = 60.0    # a message queue outage is logged when it starts, then once a minute at most
+QUEUE_CHANNEL = "flask-socketio"  # Flask-SocketIO's default channel: processes of other versions still interoperate
 # Keep the leadership if we hold it, take it if nobody does; 1: we lead (the key's TTL is (re)set), 0: not.
 LEADER_SCRIPT = """
 local holder = redis.call('GET', KEYS[1])
@@ -79,6 +91,13 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def redis_options(timeout: float = REDIS_TIMEOUT_S) -> dict:
+    """redis-py client options under which a Redis that hangs (accepts, never answers) costs ``timeout`` s
+    per call at most: connect and reply timeouts, no retries, no health-check round trips."""
+    return {"socket_connect_timeout": timeout, "socket_timeout": timeout, "retry": Retry(NoBackoff(), 0),
+            "health_check_interval": 0}
+
+
 @dataclass
 class Exchange:
     """What one round trip brought back for one session."""
@@ -91,15 +110,14 @@ class Exchange:
 class ClusterLink:
     """This process's side of the shared parts, leadership and end markers."""
 
-    def __init__(self, url: str, push_every: float, timeout: float = 0.5, retry_after: float = 3.0,
-                 process_id: str | None = None):
+    def __init__(self, url: str, push_every: float, timeout: float = REDIS_TIMEOUT_S,
+                 retry_after: float = REDIS_RETRY_AFTER_S, process_id: str | None = None):
         self.url = url
         self.process_id = process_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.part_ttl = max(4.0 * push_every, 5.0)     # a part older than this: its process is gone
         self.leader_ttl = max(3.0 * push_every, 3.0)   # a leader that stops renewing is replaced after this
         self.retry_after = retry_after
-        self.client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout,
-                                           retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        self.client = redis.Redis.from_url(url, **redis_options(timeout))
         self.down_since: float | None = None   # time.monotonic() of the first failure of the current outage
         self._next_try = 0.0
         self.exchanges = 0
@@ -234,3 +252,104 @@ class ClusterLink:
 
     def close(self) -> None:
         self.client.close()
+
+
+class MessageQueue(RedisManager):
+    """python-socketio's Redis message queue with every publish bounded, for ``SOCKETIO_MESSAGE_QUEUE``.
+
+    An emit is delivered to this process's clients first, then published for
+    the other processes. python-socketio publishes on the emitting thread, with
+    redis-py's default 5 s socket timeout and one retry: a Redis that hangs held
+    every emit (a dashboard push, a session's end) for about 10 s. Here a
+    publish waits ``timeout`` s at most, once: when it fails, Redis counts as
+    away and publishes are skipped (this process's clients still get their
+    events) until one tries again ``retry_after`` s later. The outage is logged
+    when it starts, once a minute while it lasts and when it ends, not per event.
+    """
+
+    def __init__(self, url: str, channel: str = QUEUE_CHANNEL, timeout: float = REDIS_TIMEOUT_S,
+                 retry_after: float = REDIS_RETRY_AFTER_S):
+        super().__init__(url, channel=channel, redis_options=redis_options(timeout))
+        self.retry_after = retry_after
+        self.down_since: float | None = None  # time.monotonic() of the first failure of the current outage
+        self.unsent = 0                       # events not published to the other processes during it
+        self._next_try = self._next_reminder = 0.0
+        self._lock = threading.Lock()
+
+    def _publish(self, data):
+        """Publish ``data`` for the other processes: one attempt, ``timeout`` s at most; None when not sent."""
+        message = self.json.dumps(data)
+        now = time.monotonic()
+        with self._lock:
+            skip = self.down_since is not None and now < self._next_try
+            if skip:
+                self.unsent += 1
+                reminder = self._reminder(now)
+            elif self.down_since is not None:
+                self._next_try = now + self.retry_after  # this call tries; the others skip meanwhile
+        if skip:
+            self._log_still_down(reminder)
+            return None
+        try:
+            if not self.connected:
+                self._redis_connect()
+            result = self.redis.publish(self.channel, message)
+        except (redis.RedisError, OSError) as exc:
+            self._failed(exc)
+            return None
+        self._ok()
+        return result
+
+    def _reminder(self, now: float) -> tuple[float, int] | None:
+        """(seconds down, events unsent) when the outage is due to be logged again; call with the lock held."""
+        if self.down_since is None or now < self._next_reminder:
+            return None
+        self._next_reminder = now + OUTAGE_REMINDER_S
+        return now - self.down_since, self.unsent
+
+    def _log_still_down(self, reminder: tuple[float, int] | None) -> None:
+        if reminder is not None:
+            queue_log.warning("Socket.IO message queue: Redis at %s still unreachable after %.0f s (%d events not "
+                              "sent to the other processes)", redacted(self.redis_url), *reminder)
+
+    def _failed(self, exc: Exception) -> None:
+        now = time.monotonic()
+        with self._lock:
+            first = self.down_since is None
+            if first:
+                self.down_since, self.unsent = now, 0
+                self._next_reminder = now + OUTAGE_REMINDER_S
+            self.unsent += 1
+            self._next_try = now + self.retry_after
+            reminder = None if first else self._reminder(now)
+        if first:
+            queue_log.warning("Socket.IO message queue: Redis at %s unreachable (%s): events reach the clients of "
+                              "this process only until it is back (tried again every %.0f s)",
+                              redacted(self.redis_url), exc, self.retry_after)
+        self._log_still_down(reminder)
+
+    def _ok(self) -> None:
+        if self.down_since is None:  # the usual case: no lock taken
+            return
+        with self._lock:
+            since, unsent = self.down_since, self.unsent
+            self.down_since, self.unsent = None, 0
+        if since is not None:
+            queue_log.warning("Socket.IO message queue: Redis at %s reachable again after %.0f s (%d events were "
+                              "not sent to the other processes)", redacted(self.redis_url),
+                              time.monotonic() - since, unsent)
+
+
+def queue_options(url: str | None) -> dict:
+    """The message queue options of Flask-SocketIO's ``init_app`` for ``SOCKETIO_MESSAGE_QUEUE`` ``url``.
+
+    A Redis URL gets a :class:`MessageQueue` (every publish bounded); other
+    brokers the manager Flask-SocketIO picks. None: the in-process manager,
+    named explicitly, since the one ``SocketIO`` object keeps the options of
+    earlier ``init_app`` calls (another app's queue, in tests).
+    """
+    if not url:
+        return {"message_queue": None, "client_manager": None}
+    if str(url).startswith(SCHEMES):
+        return {"message_queue": url, "client_manager": MessageQueue(str(url))}
+    return {"message_queue": url}

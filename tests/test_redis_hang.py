@@ -150,3 +150,26 @@ def test_pushes_reach_redis_again_when_it_answers(tmp_path, monkeypatch, caplog)
         hung.close()
         service.stop()
         server.cleanup()
+
+
+def test_rate_limits_move_to_memory_without_waiting_on_a_hung_rate_limit_store(faces_dir):
+    """With ``RATELIMIT_STORAGE_URI`` on a Redis that hangs, requests wait on it once, briefly (not redis-py's
+    default 5 s each), and the limits are then counted in this process's memory: they still apply."""
+    from tests.conftest import make_app
+
+    hung = HungServer()
+    try:
+        app = make_app(RATELIMIT_STORAGE_URI=f"redis://127.0.0.1:{hung.port}/1", ANALYZE_RATE_LIMIT="2 per minute",
+                       CLASSROOM_TICKER=False)
+        client = app.test_client()
+        photo = (faces_dir / "astronaut.png").read_bytes()
+
+        def three():
+            return [client.post("/api/v1/analyze", data=photo, content_type="image/png").status_code
+                    for _ in range(3)]
+
+        finished, took, statuses = in_thread(three, 60)
+        assert finished and statuses == [200, 200, 429], statuses
+        assert took < 4, f"three requests took {took:.1f} s on the hung rate-limit store"
+    finally:
+        hung.close()

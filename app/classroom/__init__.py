@@ -47,6 +47,7 @@ def init_app(app) -> None:
     """Bind storage (migrated to the latest schema at start-up), accounts, rate limits and the live hooks."""
     from flask_migrate import upgrade
 
+    from app.classroom.cluster import SCHEMES, redis_options
     from app.classroom.service import ClassroomService
     from app.classroom.storage import install_pragmas, purge_expired
     from app.extensions import db, limiter, login_manager, migrate
@@ -64,6 +65,11 @@ def init_app(app) -> None:
     migrate.init_app(app, db, directory=str(MIGRATIONS))
     login_manager.init_app(app)
     login_manager.login_view = "classroom.login"
+    if str(app.config["RATELIMIT_STORAGE_URI"]).startswith(SCHEMES):
+        # A Redis that hangs costs each rate-limited request 0.5 s once (not redis-py's 5 s each): the counts
+        # then move to this process's memory until Redis answers again.
+        app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", redis_options())
+        app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
     limiter.init_app(app)
 
     with app.app_context():

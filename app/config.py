@@ -60,6 +60,7 @@ class Config:
     ASYNC_MODE = "threading"
     MAX_UPLOAD_BYTES = 10 * 1024 * 1024
     MAX_IMAGE_PIXELS = 40_000_000
+    UPLOAD_CONCURRENCY = 2  # uploads decoded and analysed at once per process (a large photo takes ~300 MB)
     MAX_FRAME_BYTES = 1024 * 1024
     MAX_FRAME_PIXELS = 1920 * 1080
     MAX_FACES = 16
@@ -108,6 +109,7 @@ class Config:
             "ASYNC_MODE": env.get("ASYNC_MODE", cls.ASYNC_MODE),
             "MAX_UPLOAD_BYTES": _int("MAX_UPLOAD_BYTES", cls.MAX_UPLOAD_BYTES),
             "MAX_IMAGE_PIXELS": _int("MAX_IMAGE_PIXELS", cls.MAX_IMAGE_PIXELS),
+            "UPLOAD_CONCURRENCY": _int("UPLOAD_CONCURRENCY", cls.UPLOAD_CONCURRENCY),
             "MAX_FRAME_BYTES": _int("MAX_FRAME_BYTES", cls.MAX_FRAME_BYTES),
             "MAX_FRAME_PIXELS": _int("MAX_FRAME_PIXELS", cls.MAX_FRAME_PIXELS),
             "MAX_FACES": _int("MAX_FACES", cls.MAX_FACES),
@@ -173,6 +175,10 @@ def finalize(cfg: dict) -> dict:
         raise ConfigError("TF_INTRA_OP_THREADS must be 0 (TensorFlow's default: one per core) or a number of threads")
     if int(cfg.get("TRUSTED_PROXIES", 0)) < 0:
         raise ConfigError("TRUSTED_PROXIES must be 0 (clients connect directly) or the number of proxies in front")
+    uploads = cfg.get("UPLOAD_CONCURRENCY", Config.UPLOAD_CONCURRENCY)
+    if isinstance(uploads, bool) or not isinstance(uploads, int) or uploads < 1:
+        raise ConfigError(f"UPLOAD_CONCURRENCY must be a whole number of uploads analysed at once, 1 or more, "
+                          f"got {uploads!r}")
     origins = cfg.get("CORS_ALLOWED_ORIGINS")
     if isinstance(origins, str):
         cfg["CORS_ALLOWED_ORIGINS"] = [o.strip() for o in origins.split(",") if o.strip()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -200,6 +201,71 @@ def test_decode_takes_a_phones_multi_picture_jpeg_as_jpeg(want_color):
     assert Image.open(io.BytesIO(data)).format == "MPO"
     out = decode(data, want_color=want_color)
     assert out.format == "JPEG" and (out.width, out.height) == (64, 40)
+
+
+def whole_image_bgr(img: Image.Image) -> np.ndarray:
+    """An 8-bit image converted to BGR in one piece, transparent pixels onto white: what decoding must give."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return cv2.cvtColor(np.asarray(img.convert("RGB")), cv2.COLOR_RGB2BGR)
+
+
+@pytest.mark.parametrize("rows", [1, 5, 1000])  # bands of one row, of five (the last one shorter), one band
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "LA", "P", "P+transparency", "1", "CMYK"])
+def test_decoding_in_bands_gives_the_whole_image_conversion(monkeypatch, mode, rows):
+    from app.vision import images
+
+    monkeypatch.setattr(images, "BAND_PIXELS", 61 * rows)
+    rng = np.random.default_rng(5)
+    noise = Image.fromarray(rng.integers(0, 256, (47, 61, 4), np.uint8), "RGBA")
+    if mode.startswith("P"):
+        img = noise.convert("RGB").quantize(32)
+        data = pil_bytes(img, "PNG", **({"transparency": 3} if mode == "P+transparency" else {}))
+        img = Image.open(io.BytesIO(data))
+    else:
+        img = noise.convert(mode)
+        data = pil_bytes(img, "JPEG" if mode == "CMYK" else "PNG", **({"quality": 95} if mode == "CMYK" else {}))
+        img = Image.open(io.BytesIO(data))
+    expected = whole_image_bgr(img)
+    out = decode(data)
+    np.testing.assert_array_equal(out.bgr, expected)
+    np.testing.assert_array_equal(out.gray, cv2.cvtColor(expected, cv2.COLOR_BGR2GRAY))
+    if mode != "CMYK":  # a JPEG without colour asked goes to gray through libjpeg instead
+        np.testing.assert_array_equal(decode(data, want_color=False).gray, out.gray)
+
+
+@pytest.mark.parametrize("peak", [300, 40000])  # scaled from 0-65535 when a value is above 255, else from 0-255
+def test_sixteen_bit_gray_is_scaled_in_bands_as_in_one_piece(monkeypatch, peak):
+    from app.vision import images
+
+    monkeypatch.setattr(images, "BAND_PIXELS", 61 * 5)
+    arr = np.random.default_rng(6).integers(0, peak, (47, 61)).astype(np.uint16)
+    top = 65535.0 if arr.max() > 255 else 255.0
+    expected = np.clip(arr.astype(np.float64) / top * 255.0, 0, 255).astype(np.uint8)
+    out = decode(pil_bytes(Image.fromarray(arr), "PNG"))
+    np.testing.assert_array_equal(out.gray, expected)
+    np.testing.assert_array_equal(out.bgr, cv2.cvtColor(expected, cv2.COLOR_GRAY2BGR))
+
+
+@pytest.mark.parametrize("want_color", [True, False])
+def test_decoding_a_large_photo_makes_no_full_size_copy_beside_its_results(want_color):
+    """Beside Pillow's own image (not seen by tracemalloc), only the results are ever whole-size.
+
+    Converted in one piece, a 12-megapixel photo took 25 MB more (57 MB for gray alone): a converted copy and
+    BGR beside gray; in bands of a megapixel, 2 and 6 MB.
+    """
+    img = np.full((3000, 4000, 3), (120, 150, 180), np.uint8)
+    cv2.circle(img, (2000, 1500), 1000, (200, 90, 40), -1)
+    data = encode(img, ".png")
+    tracemalloc.start()
+    try:
+        out = decode(data, want_color=want_color)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    results = out.gray.nbytes + (out.bgr.nbytes if want_color else 0)
+    assert peak < results + 12 * MB, f"{peak / MB:.0f} MiB at peak for {results / MB:.0f} MiB of results"
 
 
 # --- detection ---------------------------------------------------------------

@@ -1,17 +1,58 @@
 """Shared by the page and the API: read an uploaded image, analyse it."""
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from flask import current_app, request
 
 from app.concurrency import run_cpu
+from app.upload import bp
 from app.vision.images import SUPPORTED_MIME, DecodedImage, ImageError, UnsupportedImage, decode_image
 from app.vision.pipeline import analyze_image
 
 ANALYZE_SCOPE = "analyze"  # the API and the upload page share one per-client budget
+# A large photo takes hundreds of MB while it is decoded and analysed: at most UPLOAD_CONCURRENCY at once.
+SLOTS = "upload_slots"  # app.extensions key of the semaphore
+SLOT_WAIT_SECONDS = 2.0  # a request waits this long for a free slot, then is answered 503
+RETRY_AFTER_SECONDS = 2
 # Names some browsers and tools give JPEG; the bytes are identified by decoding them anyway.
 MIME_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}
+
+
+class UploadBusy(ImageError):
+    """Every analysis slot stayed taken: the server is busy, the photo is not at fault."""
+
+    status = 503
+    headers = (("Retry-After", str(RETRY_AFTER_SECONDS)),)
+
+    def __init__(self):
+        super().__init__(f"the server is busy analysing other photos: try again in {RETRY_AFTER_SECONDS} seconds")
+
+
+@bp.record_once
+def _make_slots(state) -> None:
+    state.app.extensions[SLOTS] = threading.BoundedSemaphore(state.app.config["UPLOAD_CONCURRENCY"])
+
+
+@contextmanager
+def analysis_slot() -> Iterator[None]:
+    """Hold one of the ``UPLOAD_CONCURRENCY`` slots for decoding and analysing an upload.
+
+    Waits up to ``SLOT_WAIT_SECONDS`` for one, then raises UploadBusy (503, ``Retry-After``).
+    Whatever holds the decoded image must be let go before the block ends.
+    """
+    slots = current_app.extensions[SLOTS]
+    if not slots.acquire(timeout=SLOT_WAIT_SECONDS):
+        current_app.logger.warning("upload refused (503): all %d analysis slots stayed busy for %s s",
+                                   current_app.config["UPLOAD_CONCURRENCY"], SLOT_WAIT_SECONDS)
+        raise UploadBusy()
+    try:
+        yield
+    finally:
+        slots.release()
 
 
 def analyze_limit() -> str:
@@ -42,7 +83,7 @@ def image_from_request(field: str = "image") -> tuple[bytes, str | None]:
 
 
 def analyze_upload(data: bytes) -> tuple[dict, DecodedImage]:
-    """Decode and analyse uploaded bytes; returns (result, decoded image).
+    """Decode and analyse uploaded bytes; returns (result, decoded image). Call it in ``analysis_slot()``.
 
     The work runs through ``run_cpu``: under eventlet it must not block the
     event loop that every other client (and every live stream) shares.

@@ -10,7 +10,7 @@ from flask_wtf import FlaskForm
 from app.concurrency import run_cpu
 from app.extensions import limiter
 from app.upload import bp
-from app.upload.analysis import ANALYZE_SCOPE, analyze_limit, analyze_upload, image_from_request
+from app.upload.analysis import ANALYZE_SCOPE, analysis_slot, analyze_limit, analyze_upload, image_from_request
 from app.vision.images import ImageError
 from app.vision.pipeline import STILL_SETTINGS
 from app.vision.preprocess import EMOTIONS
@@ -49,6 +49,15 @@ def annotate(bgr, faces) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode()
 
 
+def analyze_and_annotate(data: bytes) -> tuple[dict, str]:
+    """(analysis, annotated photo) of uploaded bytes, in one analysis slot; the decoded photo ends with it."""
+    with analysis_slot():
+        result, image = analyze_upload(data)
+        annotated = run_cpu(current_app.config["ASYNC_MODE"], annotate, image.bgr, result["faces"])
+        del image  # before the slot is free for the next photo
+    return result, annotated
+
+
 @bp.get("/upload")
 def upload_form():
     return render_template("upload.html", emotions=EMOTIONS, form=UploadForm())
@@ -63,9 +72,8 @@ def upload_submit():
         return render_template("upload.html", emotions=EMOTIONS, form=form, error=CSRF_FAILED), 400
     try:
         data, _ = image_from_request()
-        result, image = analyze_upload(data)
-        annotated = run_cpu(current_app.config["ASYNC_MODE"], annotate, image.bgr, result["faces"])
+        result, annotated = analyze_and_annotate(data)
     except ImageError as exc:
-        return render_template("upload.html", emotions=EMOTIONS, form=form, error=str(exc)), exc.status
+        return render_template("upload.html", emotions=EMOTIONS, form=form, error=str(exc)), exc.status, exc.headers
     return render_template("upload.html", emotions=EMOTIONS, form=form, result=result, annotated=annotated,
                            smallest_face=STILL_SETTINGS.smallest_face(result["width"], result["height"]))

@@ -22,12 +22,16 @@ FORMAT_ALIASES = {"MPO": "JPEG"}
 # ones take a core for seconds (15 s for a 1 MB frame). Counted in the bytes before any pixel is decoded.
 MAX_JPEG_SCANS = 100
 JPEG_SOS = b"\xff\xda"  # start-of-scan marker; never occurs inside entropy-coded data (0xFF is stuffed there)
+# Pixels converted at a time. Beside Pillow's decoded image only the results (BGR, gray) are ever full
+# size, never a converted copy: a 6300x6300 PNG peaks at 280 MiB while decoded, not 540 (990 with alpha).
+BAND_PIXELS = 1 << 20
 
 
 class ImageError(ValueError):
-    """An image was refused. ``status`` is the HTTP status that fits."""
+    """An image was refused. ``status`` is the HTTP status that fits, ``headers`` any response headers with it."""
 
     status = 400
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class ImageTooLarge(ImageError):
@@ -55,7 +59,8 @@ class DecodedImage:
         return int(self.gray.shape[0])
 
 
-def _open_header(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
+def _open_header(data: bytes, max_bytes: int, max_pixels: int) -> tuple[Image.Image, str]:
+    """The image opened (header read, no pixel decoded) and its format (MPO taken as JPEG), once checked."""
     if not data:
         raise ImageError("empty image: no bytes received")
     if len(data) > max_bytes:
@@ -81,23 +86,48 @@ def _open_header(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
         raise ImageError(f"image has no pixels ({w}x{h})")
     if w * h > max_pixels:
         raise ImageTooLarge(f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels} pixels")
-    return img
+    return img, fmt
 
 
-def _to_array(img: Image.Image) -> np.ndarray:
-    """Pillow image of any mode to an 8-bit BGR or gray NumPy array."""
+def _to_arrays(img: Image.Image, want_color: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """(gray, BGR or None) of a loaded Pillow image of any mode, 8 bits per channel; closes ``img``.
+
+    Colour is converted a band of rows at a time, and gray made from BGR once Pillow's image is released.
+    """
+    w, h = img.size
+    rows = max(1, BAND_PIXELS // w)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if arr.max() > 255 else 255.0
-        return np.clip(arr / top * 255.0, 0, 255).astype(np.uint8)
-    if img.mode == "L":
-        return np.asarray(img)
+        gray = _deep_to_gray(np.asarray(img), rows)
+    elif img.mode == "L":
+        gray = np.asarray(img)
+    else:
+        out = np.empty((h, w, 3) if want_color else (h, w), np.uint8)
+        code = cv2.COLOR_RGB2BGR if want_color else cv2.COLOR_RGB2GRAY
+        for y in range(0, h, rows):
+            out[y:y + rows] = cv2.cvtColor(_rgb(img.crop((0, y, w, min(h, y + rows)))), code)
+        img.close()
+        return (cv2.cvtColor(out, cv2.COLOR_BGR2GRAY), out) if want_color else (out, None)
+    img.close()
+    return gray, cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR) if want_color else None
+
+
+def _deep_to_gray(arr: np.ndarray, rows: int) -> np.ndarray:
+    """16- or 32-bit gray to 8 bits: scaled from 0-65535 when any value is above 255, else from 0-255."""
+    top = 65535.0 if arr.max() > 255 else 255.0
+    gray = np.empty(arr.shape, np.uint8)
+    for y in range(0, arr.shape[0], rows):
+        gray[y:y + rows] = np.clip(arr[y:y + rows].astype(np.float64) / top * 255.0, 0, 255).astype(np.uint8)
+    return gray
+
+
+def _rgb(img: Image.Image) -> np.ndarray:
+    """A Pillow image of any 8-bit mode as an RGB array."""
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         # Composite transparent pixels onto white, as a browser shows them.
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
-    return cv2.cvtColor(np.asarray(img.convert("RGB")), cv2.COLOR_RGB2BGR)
+    return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
 
 
 def decode_image(data: bytes, max_bytes: int, max_pixels: int, want_color: bool = True) -> DecodedImage:
@@ -106,8 +136,7 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int, want_color: bool 
     Raises ImageError (400), ImageTooLarge (413) or UnsupportedImage (415)
     with a message fit to show the user.
     """
-    img = _open_header(bytes(data), max_bytes, max_pixels)
-    fmt = FORMAT_ALIASES.get(img.format, img.format)
+    img, fmt = _open_header(bytes(data), max_bytes, max_pixels)
     if fmt == "JPEG" and not want_color and data.rstrip(b"\0").endswith(b"\xff\xd9") and not _has_orientation(img):
         # Fast path for live frames: libjpeg straight to gray.
         gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
@@ -116,15 +145,13 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int, want_color: bool 
         return DecodedImage(gray=gray, bgr=None, format=fmt)
     try:
         img.load()
-        img = ImageOps.exif_transpose(img)
-        arr = _to_array(img)
+        ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of an image that needs no turn
+        gray, bgr = _to_arrays(img, want_color)
     except ImageError:
         raise
     except Exception as exc:  # Pillow raises OSError/ValueError/SyntaxError for broken files
         raise ImageError(f"corrupt or truncated image: {exc}") from None
-    if arr.ndim == 2:
-        return DecodedImage(gray=arr, bgr=cv2.cvtColor(arr, cv2.COLOR_GRAY2BGR) if want_color else None, format=fmt)
-    return DecodedImage(gray=cv2.cvtColor(arr, cv2.COLOR_BGR2GRAY), bgr=arr if want_color else None, format=fmt)
+    return DecodedImage(gray=gray, bgr=bgr, format=fmt)
 
 
 def follow_pixel_limit(max_pixels: int) -> None:

@@ -1,10 +1,10 @@
 """Real-browser test kit: a fake camera, the real server in a subprocess, headless Chromium.
 
-A test module imports the fixtures it uses and those they depend on (pytest
-finds fixtures imported into a module) and marks its tests ``browser``::
+Its fixtures reach every test module (``tests/conftest.py`` loads this module
+as a pytest plugin); a module imports the helpers it calls and marks its tests
+``browser``::
 
-    from tests.browser import (  # noqa: F401  (fixtures)
-        browser_factory, make_fake_camera, model_copy, playwright_session, server_factory)
+    from tests.browser import make_fake_camera
 
     pytestmark = pytest.mark.browser
 

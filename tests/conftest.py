@@ -11,8 +11,10 @@ import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Fixtures of the classroom tests (an app on a fresh database, teachers, students, PostgreSQL).
-pytest_plugins = ["tests.classroom_fixtures"]
+# Fixtures shared by the test modules, each kit after those it imports: the real-browser kit's (the server
+# in a subprocess, Chromium), the classroom's (an app on a fresh database, teachers, students, PostgreSQL)
+# and the loopback services' (Redis, nginx, a cluster of app processes).
+pytest_plugins = ["tests.browser", "tests.classroom_fixtures", "tests.services"]
 
 
 def shared_dir() -> Path:

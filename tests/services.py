@@ -3,10 +3,9 @@
 Each runs as a child process in a temp folder on a free 127.0.0.1 port, and
 can be stopped and started again on the same port (the fault tests take a
 service away and bring it back). PostgreSQL is the classroom kit's
-``PostgresServer`` with ``halt``/``resume`` added.
-
-    from tests.services import cluster_factory, redis_server  # noqa: F401  (fixtures)
-    from tests.classroom_fixtures import postgres_server  # noqa: F401
+``PostgresServer`` with ``halt``/``resume`` added. The fixtures (``redis_server``,
+``pausable_postgres``, ``cluster_factory``) reach every test module:
+``tests/conftest.py`` loads this module as a pytest plugin.
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ import pytest
 import socketio
 from PIL import Image
 
-from tests.browser import ServerProcess, model_copy  # noqa: F401  (fixture)
+from tests.browser import ServerProcess
 from tests.classroom_fixtures import classroom_app, create_class, register
 from tests.conftest import make_app
 from tests.imagegen import encode, exif_rotated_jpeg, fit_frame, pil_bytes, png_bomb
@@ -176,7 +176,7 @@ def test_analyze_api_malformed_requests(http_app, kwargs, status, fragment):
 # -- the live stream, on a real server ------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def live_server(model_copy, tmp_path_factory):  # noqa: F811
+def live_server(model_copy, tmp_path_factory):
     """The production server for this module's socket tests (stopped when the module is done)."""
     with ServerProcess("threading", workdir=tmp_path_factory.mktemp("bad-input"), model_path=model_copy) as server:
         yield server

@@ -12,15 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import (  # noqa: F401  (fixtures)
-    SERVER_MODES,
-    browser_factory,
-    make_fake_camera,
-    model_copy,
-    playwright_session,
-    server_factory,
-    watch,
-)
+from tests.browser import SERVER_MODES, make_fake_camera, watch
 from tests.conftest import ROOT, require
 
 try:
@@ -93,8 +85,8 @@ def open_student(browser, url: str, code: str, name: str, screenshot: Path | Non
 
 
 @pytest.mark.parametrize("mode", SERVER_MODES)
-def test_dashboard_follows_two_students_and_stops_when_the_session_ends(mode, server_factory,  # noqa: F811
-                                                                        browser_factory, cameras):  # noqa: F811
+def test_dashboard_follows_two_students_and_stops_when_the_session_ends(mode, server_factory,
+                                                                        browser_factory, cameras):
     server = server_factory(mode, CLASSROOM_PUSH_SECONDS="1.0", CLASSROOM_STALE_SECONDS="6",
                             CLASSROOM_TIMELINE_STEP="2")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)

@@ -11,14 +11,7 @@ import time
 
 import pytest
 
-from tests.browser import (  # noqa: F401  (fixtures)
-    browser_factory,
-    make_fake_camera,
-    model_copy,
-    playwright_session,
-    server_factory,
-    watch,
-)
+from tests.browser import make_fake_camera, watch
 from tests.conftest import require
 from tests.test_classroom_e2e import SECONDS, open_student, open_teacher
 
@@ -38,7 +31,7 @@ SLOW_CAMERA = """{
 
 
 @pytest.fixture(scope="module")
-def server(server_factory):  # noqa: F811
+def server(server_factory):
     srv = server_factory("threading", CLASSROOM_PUSH_SECONDS="0.5")
     yield srv
     srv.stop()
@@ -49,7 +42,7 @@ def camera(faces_dir, tmp_path_factory):
     return make_fake_camera(require(faces_dir / "obama.jpg"), tmp_path_factory.mktemp("camera") / "obama.y4m")
 
 
-def teacher(browser_factory, server):  # noqa: F811
+def teacher(browser_factory, server):
     """A new teacher with a new class (its session running): (context, dashboard page, join code)."""
     return open_teacher(browser_factory(), server.url, email=f"teacher{next(TEACHERS)}@example.org")
 
@@ -66,7 +59,7 @@ def students_connected(context, url: str, code: str) -> int:
     return context.request.get(f"{url}/api/v1/classes/{code}/mood").json()["students"]
 
 
-def test_a_student_who_stops_and_starts_at_once_still_hears_the_session_end(server, browser_factory,  # noqa: F811
+def test_a_student_who_stops_and_starts_at_once_still_hears_the_session_end(server, browser_factory,
                                                                             camera):
     teacher_ctx, _board, code = teacher(browser_factory, server)
     student, problems = open_student(browser_factory(camera), server.url, code, "Alice", init_script=SLOW_CAMERA)
@@ -87,7 +80,7 @@ def test_a_student_who_stops_and_starts_at_once_still_hears_the_session_end(serv
     assert problems == []
 
 
-def test_a_student_who_denies_the_camera_is_not_counted(server, browser_factory):  # noqa: F811
+def test_a_student_who_denies_the_camera_is_not_counted(server, browser_factory):
     teacher_ctx, _board, code = teacher(browser_factory, server)
     # A camera exists but the permission prompt is not accepted: headless Chromium denies it.
     page = browser_factory(fake_device=True, fake_ui=False).new_page()
@@ -107,7 +100,7 @@ def test_a_student_who_denies_the_camera_is_not_counted(server, browser_factory)
     assert problems == []
 
 
-def test_a_dashboard_back_online_after_the_session_ended_says_so(server, browser_factory):  # noqa: F811
+def test_a_dashboard_back_online_after_the_session_ended_says_so(server, browser_factory):
     teacher_ctx, board, code = teacher(browser_factory, server)
     expect(board.locator("#board")).to_have_attribute("data-state", "live")
 

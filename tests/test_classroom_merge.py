@@ -20,7 +20,6 @@ from app.classroom.cluster import ClusterLink, leader_key, part_key
 from app.classroom.merge import MergedView, merge_students
 from app.classroom.service import NAMESPACE
 from app.extensions import socketio
-from tests.services import redis_server  # noqa: F401  (fixture)
 from tests.test_classroom_aggregate import T0, face
 
 SETTINGS = dict(window=10.0, timeline_step=5, stale_after=8.0, negative_share=0.5, negative_for=10.0)
@@ -201,7 +200,7 @@ def link(server, name: str, **kw) -> ClusterLink:
 
 
 @redis_mark
-def test_a_dead_process_part_expires_and_one_leader_at_a_time(redis_server):  # noqa: F811
+def test_a_dead_process_part_expires_and_one_leader_at_a_time(redis_server):
     p, q = link(redis_server, "p"), link(redis_server, "q")
     a, b = make(), make()
     a.join(1, "Ann", "a1", now=T0)
@@ -231,7 +230,7 @@ def test_a_dead_process_part_expires_and_one_leader_at_a_time(redis_server):  # 
 
 
 @redis_mark
-def test_redis_outage_is_logged_once_fails_fast_and_recovers(redis_server, caplog):  # noqa: F811
+def test_redis_outage_is_logged_once_fails_fast_and_recovers(redis_server, caplog):
     p = link(redis_server, "p", retry_after=0.0)
     a = make()
     a.join(1, "Ann", "a1", now=T0)
@@ -258,7 +257,7 @@ def test_redis_outage_is_logged_once_fails_fast_and_recovers(redis_server, caplo
 
 
 @redis_mark
-def test_the_service_pushes_one_merged_summary_only_where_it_leads(capp, teacher, student, redis_server,  # noqa: F811
+def test_the_service_pushes_one_merged_summary_only_where_it_leads(capp, teacher, student, redis_server,
                                                                    faces_dir):
     import cv2
 
@@ -317,7 +316,7 @@ def test_the_service_pushes_one_merged_summary_only_where_it_leads(capp, teacher
 
 @redis_mark
 def test_aggregate_only_switched_on_through_another_process_reaches_the_leader(capp, teacher, student,
-                                                                               redis_server, faces_dir):  # noqa: F811
+                                                                               redis_server, faces_dir):
     import cv2
 
     from app.classroom.service import ClassroomService

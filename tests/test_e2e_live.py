@@ -12,16 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import (  # noqa: F401  (fixtures)
-    SERVER_MODES,
-    browser_factory,
-    letterbox,
-    make_fake_camera,
-    model_copy,
-    playwright_session,
-    server_factory,
-    watch,
-)
+from tests.browser import SERVER_MODES, letterbox, make_fake_camera, watch
 from tests.conftest import ROOT, require
 
 try:

@@ -8,14 +8,7 @@ import re
 
 import pytest
 
-from tests.browser import (  # noqa: F401  (fixtures)
-    browser_factory,
-    make_fake_camera,
-    model_copy,
-    playwright_session,
-    server_factory,
-    watch,
-)
+from tests.browser import make_fake_camera, watch
 from tests.conftest import require
 
 try:
@@ -45,7 +38,7 @@ navigator.mediaDevices.getUserMedia = async () => {
 
 
 @pytest.fixture(scope="module")
-def server(server_factory):  # noqa: F811
+def server(server_factory):
     srv = server_factory("threading")
     yield srv
     srv.stop()
@@ -56,7 +49,7 @@ def camera(faces_dir, tmp_path_factory):
     return make_fake_camera(require(faces_dir / "obama.jpg"), tmp_path_factory.mktemp("camera") / "obama.y4m")
 
 
-def test_live_page_shows_no_stale_figures_and_keeps_the_keyboard(server, browser_factory, camera):  # noqa: F811
+def test_live_page_shows_no_stale_figures_and_keeps_the_keyboard(server, browser_factory, camera):
     context = browser_factory(camera).new_context()
     page = context.new_page()
     page.add_init_script(COUNT_LIST_CHANGES)
@@ -88,7 +81,7 @@ def test_live_page_shows_no_stale_figures_and_keeps_the_keyboard(server, browser
         expect(page.locator(stat)).to_have_text("–")
 
 
-def test_live_page_follows_a_turned_camera(server, browser_factory):  # noqa: F811
+def test_live_page_follows_a_turned_camera(server, browser_factory):
     page = browser_factory().new_page()
     problems = watch(page)
     page.add_init_script(TURNING_CAMERA)

@@ -8,14 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser import (  # noqa: F401  (fixtures)
-    ServerProcess,
-    browser_factory,
-    make_fake_camera,
-    model_copy,
-    playwright_session,
-    watch,
-)
+from tests.browser import ServerProcess, make_fake_camera
 from tests.conftest import require
 
 try:
@@ -27,8 +20,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 SECONDS = 1000
 
 
-def test_pages_reconnect_and_the_dashboard_resumes_after_a_server_restart(tmp_path, model_copy,  # noqa: F811
-                                                                          browser_factory, faces_dir):  # noqa: F811
+def test_pages_reconnect_and_the_dashboard_resumes_after_a_server_restart(tmp_path, model_copy,
+                                                                          browser_factory, faces_dir):
     from tests.test_classroom_e2e import open_student, open_teacher
 
     camera = make_fake_camera(require(faces_dir / "obama.jpg"), tmp_path / "obama.y4m")

@@ -14,10 +14,9 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from tests.browser import ServerProcess, model_copy  # noqa: F401  (fixture)
+from tests.browser import ServerProcess
 from tests.imagegen import encode, fit_frame
 from tests.live_clients import Probe, Streamer, student, teacher
-from tests.services import cluster_factory, pausable_postgres, redis_server  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +78,7 @@ def health(url: str) -> tuple[int, dict]:
 
 
 @pytest.mark.postgres
-def test_database_goes_away_during_a_class_and_comes_back(tmp_path, model_copy, pausable_postgres,  # noqa: F811
+def test_database_goes_away_during_a_class_and_comes_back(tmp_path, model_copy, pausable_postgres,
                                                           frames):
     db_url = pausable_postgres.new_database()
     server = ServerProcess("threading", workdir=tmp_path, model_path=model_copy, env={"DATABASE_URL": db_url})
@@ -131,7 +130,7 @@ def test_database_goes_away_during_a_class_and_comes_back(tmp_path, model_copy, 
 @pytest.mark.postgres
 @pytest.mark.redis
 def test_redis_goes_away_in_the_multi_process_setup_and_comes_back(cluster_factory, pausable_postgres,
-                                                                   redis_server, frames):  # noqa: F811
+                                                                   redis_server, frames):
     from tests.test_scaleout import addresses_per_process, xff
 
     cluster = cluster_factory(pausable_postgres.new_database(), redis_server)
@@ -171,7 +170,7 @@ def test_redis_goes_away_in_the_multi_process_setup_and_comes_back(cluster_facto
         dash.close()
 
 
-def test_server_restart_during_a_class(tmp_path, model_copy, frames):  # noqa: F811
+def test_server_restart_during_a_class(tmp_path, model_copy, frames):
     """SQLite in the instance folder, as ``make run``: restart the process on the same port mid-class."""
     server = ServerProcess("threading", workdir=tmp_path, model_path=model_copy)
     server.start()

@@ -25,7 +25,7 @@ import cv2
 import pytest
 
 from app.config import Config
-from tests.browser import ServerProcess, model_copy  # noqa: F401  (fixture)
+from tests.browser import ServerProcess
 from tests.imagegen import encode, fit_frame
 from tests.live_clients import Flooder, Paced, Probe
 
@@ -42,7 +42,7 @@ def frames(faces_dir) -> list[bytes]:
 
 
 @pytest.fixture(scope="module")
-def server(model_copy, tmp_path_factory):  # noqa: F811
+def server(model_copy, tmp_path_factory):
     """The production server (gunicorn gthread, THREADS as shipped; STREAM_MAX_FPS at its default)."""
     with ServerProcess("threading", workdir=tmp_path_factory.mktemp("flood"), model_path=model_copy) as proc:
         yield proc

@@ -16,11 +16,8 @@ import cv2
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.browser import model_copy  # noqa: F401  (fixture)
-from tests.classroom_fixtures import postgres_server  # noqa: F401  (fixture)
 from tests.imagegen import encode, fit_frame
 from tests.live_clients import Probe, Streamer, Web, student, teacher
-from tests.services import cluster_factory, redis_server  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
@@ -71,7 +68,7 @@ def mood_with(name: str):
 
 
 def test_dashboard_on_one_process_sees_a_student_on_the_other_and_survives_losing_it(
-        cluster_factory, postgres_server, redis_server, frames):  # noqa: F811
+        cluster_factory, postgres_server, redis_server, frames):
     cluster = cluster_factory(postgres_server.new_database(), redis_server)
     where = addresses_per_process(cluster)
     (up_a, addr_a), (up_b, addr_b) = sorted(where.items())
@@ -141,7 +138,7 @@ def _kill(server) -> None:
 
 
 def test_teacher_room_gets_no_contradicting_summaries_from_a_process_without_students(
-        cluster_factory, postgres_server, redis_server, frames):  # noqa: F811
+        cluster_factory, postgres_server, redis_server, frames):
     """With the student on B, every summary the dashboard on A gets must count that student."""
     cluster = cluster_factory(postgres_server.new_database(), redis_server)
     (up_a, addr_a), (up_b, addr_b) = sorted(addresses_per_process(cluster).items())

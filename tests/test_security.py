@@ -7,7 +7,7 @@ import re
 import pytest
 
 from app.config import MIN_SECRET_KEY_LENGTH, ConfigError
-from tests.browser import ServerError, ServerProcess, free_port, model_copy  # noqa: F401  (fixture)
+from tests.browser import ServerError, ServerProcess, free_port
 from tests.classroom_fixtures import classroom_app, register
 from tests.conftest import make_app
 

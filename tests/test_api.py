@@ -42,6 +42,8 @@ def test_analyze_multipart(client, obama):
     face = body["faces"][0]
     assert list(face["scores"]) == list(EMOTIONS)
     assert face["label"] == max(face["scores"], key=face["scores"].get)
+    # A smile: each score must be paired with its own emotion all the way to the answer.
+    assert face["label"] == "happy" and face["scores"]["happy"] > 0.8, face["scores"]
     x, y, w, h = face["box"]
     assert x <= 490 <= x + w and y <= 243 <= y + h
     assert {"decode", "detect", "classify", "total"} <= set(body["timings_ms"])

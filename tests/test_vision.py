@@ -284,6 +284,12 @@ def test_each_photo_has_exactly_one_face_on_it(name, photos, model):
     assert sum(face["scores"].values()) == pytest.approx(1.0, abs=2e-3)
 
 
+def test_scores_pair_each_probability_with_its_own_emotion(model):
+    row = np.arange(1, len(EMOTIONS) + 1, dtype=np.float32) / 100  # all different
+    assert model.scores(row) == {e: pytest.approx((i + 1) / 100) for i, e in enumerate(EMOTIONS)}
+    assert list(model.scores(row)) == list(EMOTIONS)
+
+
 @pytest.mark.parametrize("name", sorted(FACE_MARKS))
 def test_live_detector_finds_the_face_in_a_webcam_sized_frame(name, photos):
     frame = fit_frame(cv2.imdecode(np.frombuffer(photos[name], np.uint8), cv2.IMREAD_COLOR))

@@ -133,6 +133,18 @@ def test_login_is_rate_limited(tmp_path):
     assert client.get("/login").status_code == 200
 
 
+def test_login_guesses_at_one_account_are_limited_from_any_number_of_addresses(tmp_path):
+    app = classroom_app(f"sqlite:///{tmp_path / 'db.sqlite3'}", LOGIN_RATE_LIMIT="3 per minute")
+    register(app.test_client(), "ann@example.org")
+    codes = [app.test_client().post("/login", data={"email": " Ann@Example.org", "password": "wrong"},
+                                    environ_base={"REMOTE_ADDR": f"10.0.0.{i}"}).status_code for i in range(4)]
+    assert codes == [401, 401, 401, 429]  # the fourth address is fresh, the account is not
+    # Another account from a fifth address is not held up by Ann's.
+    other = app.test_client().post("/login", data={"email": "bob@example.org", "password": "wrong"},
+                                   environ_base={"REMOTE_ADDR": "10.0.0.9"})
+    assert other.status_code == 401
+
+
 def test_csrf_rejects_forms_without_a_token(tmp_path):
     app = classroom_app(f"sqlite:///{tmp_path / 'db.sqlite3'}", WTF_CSRF_ENABLED=True)
     client = app.test_client()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 
 import numpy as np
@@ -11,6 +12,7 @@ from app.training import train
 from app.training.card import write_card
 from app.training.data import load_folder
 from app.vision.emotions import EmotionModel
+from app.vision.preprocess import EMOTIONS
 from tests.fersynth import write_tree
 
 
@@ -59,6 +61,11 @@ def test_shipped_model_is_served_and_outputs_probabilities(trained):
 def test_model_card_describes_the_run(trained, data):
     card = json.loads((trained / "models" / "tiny.json").read_text())
     assert card["architecture"] == "tiny" and card["parameters"] > 0
+    assert card["model"] == "tiny.keras" and card["labels"] == list(EMOTIONS)  # the order the scores come in
+    assert card["model_sha256"] == hashlib.sha256((trained / "models" / "tiny.keras").read_bytes()).hexdigest()
+    matrix = np.array(card["confusion_matrix"])
+    assert card["accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum(), abs=1e-4)
+    assert 0.0 <= card["macro_f1"] <= 1.0 and set(card["per_class"]) <= set(EMOTIONS)
     assert card["training"]["epochs_trained"] == 1 and card["training"]["best_epoch"] == 1
     assert card["training"]["train_checksum"] and card["evaluated_on"]["split"] == "PublicTest"
     assert card["evaluated_on"]["n"] == 71 and "prepare_face" in card["input"]["preprocessing"]

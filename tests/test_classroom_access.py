@@ -1,6 +1,8 @@
 """Access control on every classroom page, the API and the CSV: the class's teacher only."""
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy import func, select
 
@@ -103,11 +105,22 @@ def test_api_mood_contract(teacher, student):
 
 # -- joining ------------------------------------------------------------------------------------
 
-def test_join_unknown_code_gives_a_clear_error(capp):
-    resp = capp.test_client().get("/join/ZZZZ22")
-    assert resp.status_code == 404 and "No class has the code" in resp.get_data(as_text=True)
-    resp = capp.test_client().post("/join", data={"code": " zzzz-22 "})
-    assert resp.status_code == 302 and resp.headers["Location"].endswith("/join/ZZZZ22")
+def code_form(resp) -> tuple[str, str]:
+    """The value and the error of the page's class-code field (the /classroom form)."""
+    html = resp.get_data(as_text=True)
+    assert 'id="code-form"' in html and 'action="/join"' in html, html[:500]
+    value = re.search(r'<input[^>]*id="code"[^>]*value="([^"]*)"', html)
+    error = re.search(r'<span class="field-error" role="alert">([^<]*)</span>', html)
+    return value.group(1) if value else "", error.group(1) if error else ""
+
+
+@pytest.mark.parametrize("how", ["typed", "opened"])
+def test_join_unknown_code_gives_the_code_form_again(capp, how):
+    client = capp.test_client()
+    resp = client.post("/join", data={"code": " zzzz-22 "}) if how == "typed" else client.get("/join/zzzz-22")
+    assert resp.status_code == 404
+    assert code_form(resp) == ("ZZZZ22", "No class has the code ZZZZ22: check it with your teacher.")
+    assert "Not Found" not in resp.get_data(as_text=True)  # not the dead-end error page
 
 
 @pytest.mark.parametrize("typed", ["---", "  - ", "!!", "ü", "\u00b2", "ABC", "ABCDEFG", "OOOOOO", "ABC 23I"])
@@ -130,12 +143,27 @@ def test_guessing_codes_is_rate_limited_but_reloading_is_not(capp, teacher, stud
     assert guesser.get(f"/join/{teacher.code}/live").status_code == 429
 
 
-def test_join_ended_session_gives_a_clear_error(capp, teacher):
+def test_join_ended_session_gives_a_clear_error(capp, teacher, student):
     teacher.client.post(f"/classes/{teacher.code}/end")
     client = capp.test_client()
-    resp = client.get(f"/join/{teacher.code}")
-    assert resp.status_code == 410 and "not running a session" in resp.get_data(as_text=True)
+    why = "The class “Biology 7B” has no session running now: wait for your teacher to start it, then try again."
+    for resp in (client.post("/join", data={"code": teacher.code}), client.get(f"/join/{teacher.code}"),
+                 student.get(f"/join/{teacher.code}/live")):  # typed, opened, or the student's page reloaded
+        assert resp.status_code == 410
+        assert code_form(resp) == (teacher.code, why)
     assert join(client, teacher.code).status_code == 410
+
+
+def test_wrong_codes_typed_count_against_the_guess_limit(capp, teacher):
+    capp.config["JOIN_RATE_LIMIT"] = "5 per minute"
+    guesser = capp.test_client()
+    resp = guesser.post("/join", data={"code": " " + teacher.code.lower() + " "})  # right: not a wrong guess
+    assert resp.status_code == 302 and resp.headers["Location"].endswith(f"/join/{teacher.code}")
+    codes = [guesser.post("/join", data={"code": new_code()}).status_code for _ in range(3)]
+    codes += [guesser.get(f"/join/{new_code()}").status_code for _ in range(2)]
+    assert codes == [404] * 5
+    for resp in (guesser.post("/join", data={"code": teacher.code}), guesser.get(f"/join/{teacher.code}")):
+        assert resp.status_code == 429 and "Biology 7B" not in resp.get_data(as_text=True)
 
 
 def test_join_needs_consent_and_a_name(capp, teacher):

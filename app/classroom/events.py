@@ -10,7 +10,13 @@ the client sends can pick the class.
   ended). Connections without that auth are plain live-page streams.
 - ``classroom_leave`` (client -> server, ack ``{"ok": true}``): the student
   stopped sharing; their frames no longer count and no alert is raised.
-- ``classroom_ended`` (server -> student): the teacher ended the session.
+- ``classroom_settings`` (client -> server, ack ``{"aggregate_only": bool}``, or
+  ``{}`` for a stream that feeds no class): what the teacher sees of this
+  student now. Also server -> student, ``{"aggregate_only": true}``, when the
+  teacher switches the running session to aggregate-only.
+- ``classroom_ended`` (server -> student) ``{"session", "reason"}``: the teacher
+  ended the session (``reason`` "ended" or "deleted"), or the student left the
+  class from another page of this browser ("left").
 
 Teachers' dashboards use the ``/classroom`` namespace (connect refused unless
 logged in as a teacher):
@@ -73,6 +79,12 @@ def on_stream_frame(sid: str, _stream, result: dict) -> None:
 def classroom_leave(*_args):
     """The student stopped sharing; ack ``{"ok": bool}`` (False when the stream was not a student's)."""
     return {"ok": _service().unregister(request.sid, dropped=False)}
+
+
+@socketio.on("classroom_settings")
+def classroom_settings(*_args):
+    """Ack ``{"aggregate_only": bool}`` for a student's stream, ``{}`` for any other."""
+    return _service().settings_of(request.sid) or {}
 
 
 @socketio.on("connect", namespace=NAMESPACE)

@@ -45,32 +45,55 @@ def class_session(classroom: Classroom, session_id: int | None) -> ClassSession 
     return sess
 
 
+class NotJoinable(Exception):
+    """A join code that leads to no running session: ``status`` 404 (unknown) or 410 (no session running)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
 def joinable(code: str) -> tuple[Classroom, ClassSession]:
-    """The class and its running session for a join code: 404 unknown, 410 when no session runs."""
+    """The class and its running session for a join code; raises NotJoinable (404 unknown, 410 not running)."""
     norm = normalise_code(code)
     classroom = db.session.scalar(select(Classroom).where(Classroom.code == norm)) if norm else None
     if classroom is None:
-        abort(404, description=f"No class has the code “{norm or code}”. Check the code with your teacher.")
+        raise NotJoinable(404, f"No class has the code {norm or code}: check it with your teacher.")
     running = classroom.running_session()
     if running is None:
-        abort(410, description=f"The class “{classroom.name}” is not running a session right now. "
-                               "Ask your teacher to start one, then try again.")
+        raise NotJoinable(410, f"The class “{classroom.name}” has no session running now: wait for your teacher "
+                               "to start it, then try again.")
     return classroom, running
 
 
-def current_student() -> tuple[Student | None, str | None]:
-    """The student this browser joined as, if their session still runs; else (None, why).
+@bp.errorhandler(NotJoinable)
+def not_joinable(exc: NotJoinable):
+    """The code form again, with the code typed and why it leads nowhere (404 or 410: a wrong guess)."""
+    form = CodeForm(formdata=None)
+    form.code.data = normalise_code((request.view_args or {}).get("code") or request.form.get("code")) or None
+    form.code.errors = [exc.message]
+    return render_template("classroom/home.html", form=form), exc.status
+
+
+def _cookie_student() -> Student | None:
+    """The student this browser joined as (whether or not their session still runs), or None.
 
     The cookie must name the student's id *and* token: an id alone may since
     belong to someone else (a deleted student's id reused).
     """
     ref = session.get(STUDENT_KEY)
-    student = None
     if isinstance(ref, list) and len(ref) == 2 and isinstance(ref[0], int) and isinstance(ref[1], str) \
             and 0 < ref[0] < 2**31 and ref[1]:
         found = db.session.get(Student, ref[0])
         if found is not None and found.token and hmac.compare_digest(found.token.encode(), ref[1].encode()):
-            student = found
+            return found
+    return None
+
+
+def current_student() -> tuple[Student | None, str | None]:
+    """The student this browser joined as, if their session still runs; else (None, why)."""
+    student = _cookie_student()
     if student is None:
         return None, "Join the class first: open the join link or enter the class code."
     if not student.session.running:
@@ -271,19 +294,24 @@ def _missed(response) -> bool:
     return response.status_code in (404, 410)
 
 
-# Opening a join page counts only when the code was wrong, so a student reloading their page is never
-# limited; a guesser is, whichever of the two pages they try codes on.
+# A wrong code counts against one limit wherever it is tried: typed in the code form, or a join page
+# opened; a student reloading their page (or submitting the join form) is never limited by it.
 guess_limit = limiter.shared_limit(_join_limit, scope="join-guess", methods=["GET", "HEAD"], deduct_when=_missed,
                                    error_message="Too many wrong class codes from here. Wait a minute, then try again.")
+code_guess_limit = limiter.shared_limit(_join_limit, scope="join-guess", methods=["POST"], deduct_when=_missed,
+                                        error_message="Too many wrong class codes from here. Wait a minute, then "
+                                                      "try again.")
 
 
 @bp.route("/join", methods=["GET", "POST"])
 @limiter.limit(_join_limit, methods=["POST"])
+@code_guess_limit
 def join_code():
-    """A student types the class code."""
+    """A student types the class code: on to its join page, or the form again saying why not."""
     form = CodeForm()
     if form.validate_on_submit():
-        return redirect(url_for("classroom.join", code=normalise_code(form.code.data)))
+        classroom, _ = joinable(form.code.data)
+        return redirect(url_for("classroom.join", code=classroom.code))
     return render_template("classroom/home.html", form=form), 400 if form.errors else 200
 
 
@@ -293,7 +321,7 @@ def join_code():
 def join(code: str):
     """Display name, the notice of what is analysed and kept, consent; then the student page."""
     classroom, running = joinable(code)
-    if normalise_code(code) != code:
+    if classroom.code != code:
         return redirect(url_for("classroom.join", code=classroom.code))
     form = JoinForm()
     if form.validate_on_submit():
@@ -302,7 +330,8 @@ def join(code: str):
         db.session.commit()
         session[STUDENT_KEY] = [student.id, student.token]
         return redirect(url_for("classroom.student", code=classroom.code, start=1))
-    return render_template("classroom/join.html", classroom=classroom, form=form), 400 if form.errors else 200
+    return render_template("classroom/join.html", classroom=classroom, running=running, form=form), \
+        400 if form.errors else 200
 
 
 @bp.get("/join/<code>/live")
@@ -318,7 +347,15 @@ def student(code: str):
 
 @bp.post("/join/<code>/leave")
 def leave(code: str):
-    """Forget which student this browser was (the camera is stopped by the page)."""
+    """Forget which student this browser was; their streams count as left (not lost) from now on.
+
+    The page stops the camera and says ``classroom_leave`` first; this covers a
+    page whose script did not (the streams of this process only).
+    """
     if ActionForm().validate_on_submit():
+        student = _cookie_student()
         session.pop(STUDENT_KEY, None)
+        if student is not None:
+            current_app.extensions["classroom"].left(student.session_id, student.id)
+            flash(f"You left “{student.session.classroom.name}”. Nothing more is sent from this browser.", "ok")
     return redirect(url_for("classroom.home"))

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from datetime import datetime, timezone
 
 from sqlalchemy import or_, select
@@ -95,6 +96,7 @@ class ClassroomService:
         # Several processes sharing Redis: parts published and merged, one pusher per session.
         self.cluster: ClusterLink | None = ClusterLink.from_config(cfg)
         self._views: dict[int, MergedView] = {}
+        self._told: weakref.WeakSet[ClassAggregate] = weakref.WeakSet()  # aggregate-only, and its students told
 
     # -- aggregates -----------------------------------------------------------------------
     def aggregate(self, session) -> ClassAggregate | None:
@@ -144,6 +146,24 @@ class ClassroomService:
         agg = self.find(session_id)
         if agg is not None:
             agg.aggregate_only = True
+            self._tell_students(agg)
+
+    def _tell_students(self, agg: ClassAggregate) -> None:
+        """Once ``agg`` is aggregate-only, tell the student pages streaming into it (``classroom_settings``)
+        that their teacher no longer sees them; once per aggregate. Called from the request that switched it
+        and from each push (the switch may have come through the database, or another process)."""
+        with self._lock:
+            if not agg.aggregate_only or agg in self._told:
+                return
+            self._told.add(agg)
+            sids = [sid for sid, (a, _) in self._sids.items() if a is agg]
+        for sid in sids:
+            socketio.emit("classroom_settings", {"aggregate_only": True}, to=sid, namespace=STUDENT_NAMESPACE)
+
+    def settings_of(self, sid: str) -> dict | None:
+        """``{"aggregate_only"}`` of the session that stream ``sid`` feeds, or None when it feeds none."""
+        entry = self._sids.get(sid)
+        return None if entry is None else {"aggregate_only": entry[0].aggregate_only}
 
     def started(self, session_id: int) -> None:
         """A session was stored as running (SQLite may give it the id of a deleted session ended here)."""
@@ -197,6 +217,17 @@ class ClassroomService:
             return False
         entry[0].leave(entry[1], sid, dropped=dropped)
         return True
+
+    def left(self, session_id: int, student_id: int) -> int:
+        """The student left the class: stop routing their streams here (reported as left, not lost) and tell
+        their other pages (``classroom_ended`` with reason ``left``); returns how many streams that was."""
+        with self._lock:
+            sids = [sid for sid, (a, st) in self._sids.items() if a.session_id == session_id and st == student_id]
+        sids = [sid for sid in sids if self.unregister(sid, dropped=False)]
+        for sid in sids:
+            socketio.emit("classroom_ended", {"session": session_id, "reason": "left"}, to=sid,
+                          namespace=STUDENT_NAMESPACE)
+        return len(sids)
 
     def student_of(self, sid: str) -> tuple[int, int] | None:
         """(session id, student id) that stream ``sid`` feeds, or None."""
@@ -294,6 +325,8 @@ class ClassroomService:
             for agg in aggs:
                 socketio.emit("mood", agg.summary(now), to=room(agg.code), namespace=NAMESPACE)
             sent = len(aggs)
+        for agg in aggs:
+            self._tell_students(agg)
         self.pushes += sent
         return sent
 

@@ -9,9 +9,26 @@ const className = root.dataset.class;
 const statusEl = $("status");
 const startBtn = $("start");
 const stopBtn = $("stop");
+const whoSees = $("who-sees");
 let over = false; // the session ended or the server refused us: no restart from here
 
 function status(text, kind) { statusEl.textContent = text; statusEl.dataset.kind = kind; }
+
+// What the teacher sees of this student: set by the page, then by the server when the teacher changes it.
+function aggregateOnly(on) {
+  if (!on || whoSees.dataset.aggregateOnly === "true") return; // a session never switches back
+  whoSees.dataset.aggregateOnly = "true";
+  whoSees.textContent = "Your teacher switched this class to aggregate-only: they now see the class's combined mood only, not your name or your emotion.";
+}
+
+// No stale result once nothing is analysed; the video area says why it is dark.
+function clearResult(placeholder) {
+  const el = $("my-emotion");
+  el.textContent = "–";
+  el.dataset.label = "";
+  el.style.color = "";
+  $("placeholder").textContent = placeholder;
+}
 
 function sharing(on) {
   const el = $("sharing");
@@ -28,7 +45,11 @@ const stream = new LiveStream(
     onStatus: status,
     // Every socket the stream opens hears the end of the session and a refusal.
     onSocket(socket) {
-      socket.on("classroom_ended", () => finish("Your teacher ended the session. Nothing more is being sent."));
+      socket.on("classroom_ended", (msg) => finish(msg && msg.reason === "left"
+        ? "You left this class on another page. Nothing more is being sent."
+        : "Your teacher ended the session. Nothing more is being sent."));
+      socket.on("classroom_settings", (msg) => aggregateOnly(msg && msg.aggregate_only));
+      socket.on("connect", () => socket.emit("classroom_settings", (msg) => aggregateOnly(msg && msg.aggregate_only)));
       socket.on("connect_error", (err) => {
         if (!socket.active) finish(`Cannot join: ${err.message}`); // refused by the server, not a network hiccup
       });
@@ -49,16 +70,17 @@ function finish(message) {
   stream.stop(message);
   stream.disconnect();
   sharing(false);
+  clearResult("Camera off");
   status(message, "info");
 }
 
-// Tell the server we left on purpose (not a lost connection), then close that socket; the stream
-// lets go of it at once, so a Start right after opens a fresh one.
-function leave() {
+// Tell the server we left on purpose (not a lost connection), then close that socket and call
+// done(); the stream lets go of it at once, so a Start right after opens a fresh one.
+function leave(done = () => {}) {
   const socket = stream.release();
-  if (!socket) return;
-  if (!socket.connected) { socket.disconnect(); return; }
-  const close = () => socket.disconnect(); // a second call does nothing
+  if (!socket || !socket.connected) { if (socket) socket.disconnect(); done(); return; }
+  let closed = false;
+  const close = () => { if (closed) return; closed = true; socket.disconnect(); done(); };
   socket.emit("classroom_leave", close);
   setTimeout(close, 1000); // no answer: close anyway
 }
@@ -92,7 +114,24 @@ stopBtn.addEventListener("click", () => {
   stream.stop("You stopped sharing. Nothing is being sent.");
   leave();
   sharing(false);
+  clearResult("Sharing stopped");
   focusIf(hadFocus, startBtn);
+});
+
+// Leaving the class: stop the camera and say so on the socket before the form forgets who we were,
+// so the teacher sees "left", not a lost connection. (Without this script the server does the same.)
+const forgetForm = $("forget-form");
+let leaving = false;
+forgetForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  if (leaving) return; // a second click while the first is on its way
+  leaving = true;
+  over = true;
+  startBtn.disabled = true;
+  stream.stop("Leaving the class…");
+  sharing(false);
+  clearResult("Camera off");
+  leave(() => forgetForm.submit());
 });
 
 sharing(false);

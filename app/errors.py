@@ -1,8 +1,13 @@
 """Error responses: JSON under /api/, a friendly page elsewhere."""
 from __future__ import annotations
 
+import re
+
 from flask import jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
+
+UPLOAD_SUBMIT = "upload.upload_submit"
+BARE_LIMIT = re.compile(r"\d+ per \d+ \w+")  # Flask-Limiter's description of a limit hit ("30 per 1 minute")
 
 
 def wants_json() -> bool:
@@ -14,11 +19,28 @@ def init_app(app) -> None:
 
     @app.errorhandler(HTTPException)
     def handle_http(exc: HTTPException):
-        message = exc.description or exc.name
-        if exc.code == 413:
-            message = f"request too large: the limit is {app.config['MAX_UPLOAD_BYTES']} bytes"
-        if exc.code == 429 and wants_json():
-            message = f"too many requests from this client (limit: {exc.description}): wait, then try again"
         if wants_json():
+            message = exc.description or exc.name
+            if exc.code == 413:
+                message = f"request too large: the limit is {app.config['MAX_UPLOAD_BYTES']} bytes"
+            if exc.code == 429:
+                message = f"too many requests from this client (limit: {exc.description}): wait, then try again"
             return jsonify(error=message), exc.code
-        return render_template("error.html", code=exc.code, title=exc.name, message=message), exc.code
+        if request.endpoint == UPLOAD_SUBMIT:
+            # A photo over the size limit (refused before the view reads it) or one too many: the upload
+            # page again, with its form and a plain message, not a bare error page.
+            from app.upload.routes import http_error_page
+
+            page = http_error_page(exc)
+            if page is not None:
+                return page
+        return render_template("error.html", code=exc.code, title=exc.name, message=_plain(exc)), exc.code
+
+
+def _plain(exc: HTTPException) -> str:
+    """What the error page says: Werkzeug's description, in words for a person where it is a bare limit."""
+    if exc.code == 413:
+        return "What was sent is too large."
+    if exc.code == 429 and BARE_LIMIT.fullmatch(exc.description or ""):  # a limit with no message of its own
+        return "Too many requests in a short time: wait a moment and try again."
+    return exc.description or exc.name

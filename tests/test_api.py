@@ -140,7 +140,7 @@ def test_upload_page_says_when_no_face(client):
 
 def test_upload_page_shows_error_clearly(client):
     r = post_file(client, b"nope", url="/upload")
-    assert r.status_code == 400 and "not an image" in r.get_data(as_text=True)
+    assert r.status_code == 400 and "This file is not a photo" in r.get_data(as_text=True)
 
 
 def test_pages_and_health(client):

@@ -2,22 +2,40 @@
 from __future__ import annotations
 
 import base64
+import io
+import math
+import time
 
 import cv2
-from flask import current_app, render_template
+from flask import current_app, render_template, request
 from flask_wtf import FlaskForm
+from PIL import Image
+from werkzeug.exceptions import HTTPException
 
 from app.concurrency import run_cpu
 from app.extensions import limiter
 from app.upload import bp
-from app.upload.analysis import ANALYZE_SCOPE, analysis_slot, analyze_limit, analyze_upload, image_from_request
-from app.vision.images import ImageError
+from app.upload.analysis import (ANALYZE_SCOPE, RETRY_AFTER_SECONDS, UploadBusy, analysis_slot, analyze_limit,
+                                 analyze_upload, image_from_request)
+from app.vision.images import ImageError, ImageTooLarge, UnsupportedImage
 from app.vision.pipeline import STILL_SETTINGS
 from app.vision.preprocess import EMOTIONS
 
 BOX_COLOUR = (80, 200, 120)  # BGR
 PREVIEW_SIDE = 2048  # the annotated photo's longest side at most (JPEG cannot exceed 65,500 px; a page needs far less)
 CSRF_FAILED = "The form expired or came from another site: reload the page and choose the photo again."
+MB = 1024 * 1024
+# The page's wording of the decoder's refusals (the API keeps the decoder's precise ones), by a word in them.
+PLAIN_ERRORS = (
+    ("no file", "Choose a photo first."),
+    ("empty", "This file is empty: choose the photo again."),
+    ("not an image", "This file is not a photo: choose a JPEG, PNG or WebP photo."),
+    ("scans", "This JPEG is saved in an unusual way that is not accepted (too many progressive scans): "
+              "save it again as an ordinary JPEG."),
+    ("corrupt", "This file is damaged or incomplete: try saving the photo again."),
+    ("truncated", "This file is damaged or incomplete: try saving the photo again."),
+    ("no pixels", "This file is damaged or incomplete: try saving the photo again."),
+)
 
 
 class UploadForm(FlaskForm):
@@ -58,6 +76,88 @@ def analyze_and_annotate(data: bytes) -> tuple[dict, str]:
     return result, annotated
 
 
+@bp.app_template_filter("mb")
+def megabytes(size: int, over: int | None = None) -> str:
+    """``size`` bytes in MB to one decimal, no trailing ".0"; a size ``over`` a limit never reads as that limit."""
+    tenths = round(size * 10 / MB)
+    if over is not None:
+        tenths = max(tenths, round(over * 10 / MB) + 1)
+    return f"{tenths / 10:.1f}".removesuffix(".0")
+
+
+def _format_name(data: bytes | None) -> str | None:
+    """The format the bytes are in ("GIF"), read from their header, or what the form said the file is."""
+    if data:
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                return img.format
+        except Exception:  # not readable at all: what the browser said the file is will do
+            pass
+    upload = request.files.get("image")
+    mimetype = (upload.mimetype if upload else "") or ""
+    if mimetype.startswith("image/"):
+        return mimetype.removeprefix("image/").split("+")[0].removeprefix("x-").upper()
+    return None
+
+
+def plain_message(exc: ImageError, data: bytes | None) -> str:
+    """What the page says of a refused photo: plain words, the sizes in MB (``data``: the bytes, if read)."""
+    if isinstance(exc, UploadBusy):
+        return f"The server is busy analysing other photos: try again in {RETRY_AFTER_SECONDS} seconds."
+    if isinstance(exc, ImageTooLarge):
+        limit = current_app.config["MAX_UPLOAD_BYTES"]
+        if data is not None and len(data) > limit:
+            return f"This photo is {megabytes(len(data), over=limit)} MB; the limit is {megabytes(limit)} MB."
+        pixels = current_app.config["MAX_IMAGE_PIXELS"]
+        return (f"This photo has too many pixels (the limit is {pixels / 1e6:g} megapixels): "
+                "save a smaller copy and try again.")
+    if isinstance(exc, UnsupportedImage):
+        kind = _format_name(data)
+        what = f"{kind} files are" if kind else "This kind of file is"
+        return f"{what} not supported: use a JPEG, PNG or WebP photo."
+    text = str(exc).lower()
+    return next((plain for word, plain in PLAIN_ERRORS if word in text),
+                "This photo could not be analysed: try another one.")
+
+
+def refused(error: str, status: int, headers=(), form: UploadForm | None = None):
+    """The upload page again, with its form and ``error``; names the file that was sent when the form can be read."""
+    try:
+        upload = request.files.get("image") if status != 413 else None
+    except HTTPException:  # a body over MAX_CONTENT_LENGTH (refused first for the rate limit, say) is never read
+        upload = None
+    filename = upload.filename if upload else None
+    form = form or UploadForm(formdata=None)
+    return render_template("upload.html", emotions=EMOTIONS, form=form, error=error, filename=filename), status, headers
+
+
+def _retry_after() -> int | None:
+    """Seconds until the rate limit this request broke lets photos in again; None when the limiter cannot say."""
+    try:
+        reset_at = limiter.current_limit.window.reset_time
+    except Exception:  # the limits' storage (Redis) may be away: the page then says "a moment"
+        return None
+    return max(1, math.ceil(reset_at - time.time()))
+
+
+def http_error_page(exc: HTTPException):
+    """The upload page for an HTTP error on ``POST /upload``: 413 (body over the limit, refused before
+    the view reads it) or 429 (rate limit), with the form and a plain message; else None."""
+    if exc.code == 413:
+        limit = current_app.config["MAX_UPLOAD_BYTES"]
+        size = request.content_length  # the whole form: the photo and a few hundred bytes more
+        error = (f"This photo is {megabytes(size, over=limit)} MB; the limit is {megabytes(limit)} MB." if size
+                 else f"This photo is larger than the limit of {megabytes(limit)} MB.")
+        return refused(error, 413)
+    if exc.code == 429:
+        seconds = _retry_after()
+        wait = "wait a moment" if seconds is None else (
+            f"wait {seconds} seconds" if seconds < 90 else f"wait about {round(seconds / 60)} minutes")
+        headers = () if seconds is None else (("Retry-After", str(seconds)),)
+        return refused(f"Too many photos in a short time: {wait} and try again.", 429, headers)
+    return None
+
+
 @bp.get("/upload")
 def upload_form():
     return render_template("upload.html", emotions=EMOTIONS, form=UploadForm())
@@ -69,11 +169,12 @@ def upload_submit():
     """Analyse the posted photo (CSRF-checked, rate-limited with the API) and show it annotated."""
     form = UploadForm()
     if not form.validate_on_submit():
-        return render_template("upload.html", emotions=EMOTIONS, form=form, error=CSRF_FAILED), 400
+        return refused(CSRF_FAILED, 400, form=form)
+    data = None
     try:
         data, _ = image_from_request()
         result, annotated = analyze_and_annotate(data)
     except ImageError as exc:
-        return render_template("upload.html", emotions=EMOTIONS, form=form, error=str(exc)), exc.status, exc.headers
+        return refused(plain_message(exc, data), exc.status, exc.headers, form=form)
     return render_template("upload.html", emotions=EMOTIONS, form=form, result=result, annotated=annotated,
                            smallest_face=STILL_SETTINGS.smallest_face(result["width"], result["height"]))

@@ -6,7 +6,8 @@ const statusEl = $("status");
 const toggle = $("toggle");
 
 const stream = new LiveStream(
-  { video: $("video"), overlay: $("overlay"), placeholder: $("placeholder"), list: $("faces-list"), live: $("faces-live") },
+  { video: $("video"), overlay: $("overlay"), placeholder: $("placeholder"), list: $("faces-list"), live: $("faces-live"),
+    hint: $("no-face-hint") },
   {
     onStatus(text, kind) { statusEl.textContent = text; statusEl.dataset.kind = kind; },
     onStats({ fps, rtt, server }) {

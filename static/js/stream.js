@@ -5,8 +5,8 @@ import { io } from "./socket.js";
 
 export const EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
 export const COLOURS = {
-  angry: "#e5484d", disgust: "#8db600", fear: "#9b6dd6", happy: "#f5c400",
-  sad: "#3e8ed0", surprise: "#ff8b3d", neutral: "#9aa4b2",
+  angry: "#eb7074", disgust: "#8db600", fear: "#ab85dd", happy: "#f5c400",
+  sad: "#559bd5", surprise: "#ff8b3d", neutral: "#9aa4b2",
 };
 
 const CAPTURE_WIDTH = 640;
@@ -14,6 +14,8 @@ const JPEG_QUALITY = 0.7;
 const ANSWER_TIMEOUT_MS = 1500;
 const BARS_WIDTH = 80;   // score bars beside each box, CSS pixels
 const BAR_STEP = 14;
+// Answers without a face for this long show the hint (els.hint): a glance away does not flash it.
+const NO_FACE_HINT_MS = 1000;
 
 export function cameraErrorMessage(err) {
   switch (err && err.name) {
@@ -33,7 +35,8 @@ export function cameraErrorMessage(err) {
 
 export class LiveStream {
   /**
-   * @param {object} els  {video, overlay, placeholder, list, live}  live: a live region that says the emotions in view
+   * @param {object} els  {video, overlay, placeholder, list, live, hint}  live: a live region that says the emotions
+   *   in view; hint (optional): shown while answer after answer finds no face, for NO_FACE_HINT_MS or more
    * @param {object} opts {onStats(stats), onStatus(text, kind), onFaces(msg), onSocket(socket), auth, query}
    *   onSocket: called with every socket connect() opens, so a page's own handlers are on each one.
    */
@@ -56,6 +59,7 @@ export class LiveStream {
     this._draw = this._draw.bind(this);
     this.listKey = "";
     this.liveKey = "";
+    this.noFaceSince = null;    // when the answers began to find no face; null while one is found
     // A phone turned mid-stream changes the camera's shape: follow it.
     els.video.addEventListener("resize", () => { if (this.media) this._fitFrame(); });
   }
@@ -124,8 +128,10 @@ export class LiveStream {
     this.frameSize = { w: Math.round(video.videoWidth * scale), h: Math.round(video.videoHeight * scale) };
     this.capture.width = this.frameSize.w;
     this.capture.height = this.frameSize.h;
-    // The stage takes the camera's shape, so a 16:9 camera is not squeezed into 4:3.
+    // The stage takes the camera's shape, so a 16:9 camera is not squeezed into 4:3; a page's CSS may
+    // read the shape (--stage-ratio) to fit the stage's height to the window.
     video.parentElement.style.aspectRatio = `${video.videoWidth} / ${video.videoHeight}`;
+    video.parentElement.style.setProperty("--stage-ratio", String(video.videoWidth / video.videoHeight));
   }
 
   /** Forget the answers so far: no stale boxes, faces or statistics ("–" again). */
@@ -134,6 +140,7 @@ export class LiveStream {
     this.rtts = [];
     this.serverMs = [];
     this.tracks.clear();
+    this.noFaceSince = null;
     this._renderList();
     this._report();
   }
@@ -216,11 +223,15 @@ export class LiveStream {
       else this.tracks.set(key, { box: f.box.slice(), target: f.box, label: f.label, scores: f.scores, seenAt: now });
     }
     for (const key of [...this.tracks.keys()]) if (!seen.has(key)) this.tracks.delete(key);
-    this._renderList();
+    if (this.tracks.size) this.noFaceSince = null;
+    else if (this.noFaceSince === null) this.noFaceSince = now;
+    this._renderList(now);
   }
 
-  _renderList() {
-    const { list, overlay } = this.els;
+  _renderList(now = performance.now()) {
+    const { list, overlay, hint } = this.els;
+    // Faces too small, turned away or in the dark are not found: say so, once it lasts.
+    if (hint) hint.hidden = !(this.running && this.noFaceSince !== null && now - this.noFaceSince >= NO_FACE_HINT_MS);
     overlay.dataset.faces = String(this.tracks.size);
     overlay.dataset.labels = [...this.tracks.values()].map((t) => t.label).join(",");
     const labels = [...this.tracks.values()].map((t, i) => `Face ${i + 1}: ${t.label}`).join(", ");

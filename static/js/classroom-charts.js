@@ -11,7 +11,28 @@ if (Chart) {
 
 export const pct = (v) => (v == null ? "–" : `${Math.round(v * 100)}%`);
 
-const clock = (seconds) => new Date(seconds * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+// Every time on the classroom pages is the viewer's local time, 24-hour: the server writes UTC into
+// <time datetime> elements (the text without JavaScript) and showLocalTimes() rewrites them.
+const H23 = { hourCycle: "h23" };
+const FORMATS = {
+  clock: { hour: "2-digit", minute: "2-digit", second: "2-digit", ...H23 },
+  time: { hour: "2-digit", minute: "2-digit", ...H23 },
+  datetime: { dateStyle: "medium", timeStyle: "short", ...H23 },
+};
+
+/** Unix seconds as the viewer's local time of day, 24-hour with seconds ("18:34:50"). */
+export const clock = (seconds) => new Date(seconds * 1000).toLocaleTimeString([], FORMATS.clock);
+
+/** Rewrite each ``<time class="local-time" datetime="...Z" data-format="time|datetime|clock">`` in local time
+ * (the server's UTC text stays as the tooltip). */
+export function showLocalTimes(root = document) {
+  for (const el of root.querySelectorAll("time.local-time[datetime]")) {
+    const when = new Date(el.getAttribute("datetime"));
+    if (Number.isNaN(when.getTime())) continue;
+    if (!el.title) el.title = el.textContent.trim();
+    el.textContent = when.toLocaleString([], FORMATS[el.dataset.format] || FORMATS.time);
+  }
+}
 
 /** A horizontal bar chart of the seven emotions' shares. */
 export function distributionChart(canvas) {
@@ -38,7 +59,7 @@ export function timelineChart(canvas) {
     type: "line",
     data: {
       datasets: EMOTIONS.map((e, i) => ({
-        label: e, data: [], parsing: false, fill: i === 0 ? "origin" : "-1",
+        label: e, data: [], parsing: false, fill: i === 0 ? "origin" : "-1", spanGaps: false,
         borderColor: COLOURS[e], backgroundColor: `${COLOURS[e]}b3`, pointRadius: 0, borderWidth: 1, tension: 0.2,
       })),
     },
@@ -59,40 +80,68 @@ export function timelineChart(canvas) {
   });
 }
 
-/** Replace the distribution chart's data and its text list (the list is the accessible version). */
-export function showDistribution(chart, list, dist) {
-  chart.data.datasets[0].data = EMOTIONS.map((e) => dist[e] || 0);
+/** Whether a distribution holds any mood at all (all zeros: no face was seen). */
+export const hasMood = (dist) => Boolean(dist) && EMOTIONS.some((e) => dist[e] > 0);
+
+/** Replace the distribution chart's data and its text list (the list is the accessible version).
+ * ``dist`` null: no mood to show ("–" in the list); ``empty``, if given, is the note shown then. */
+export function showDistribution(chart, list, dist, empty = null) {
+  chart.data.datasets[0].data = EMOTIONS.map((e) => (dist && dist[e]) || 0);
   chart.update();
+  if (empty) empty.hidden = Boolean(dist);
   const items = EMOTIONS.map((e) => {
     const li = document.createElement("li");
     li.dataset.emotion = e;
-    li.dataset.value = String(dist[e] || 0);
+    li.dataset.value = String((dist && dist[e]) || 0);
     const name = document.createElement("span");
     name.className = `emo emo-${e}`;
     name.textContent = e;
     const value = document.createElement("strong");
-    value.textContent = pct(dist[e] || 0);
+    value.textContent = dist ? pct(dist[e] || 0) : "–";
     li.append(name, " ", value);
     return li;
   });
   list.replaceChildren(...items);
 }
 
-/** Set the timeline chart to ``points`` ({second, distribution}), oldest first. */
-export function showTimeline(chart, points) {
-  EMOTIONS.forEach((e, i) => {
-    chart.data.datasets[i].data = points.map((p) => ({ x: p.second, y: p.distribution[e] || 0 }));
+/** ``points`` ({second, distribution}, oldest first, one per ``step``-second bucket that has data) with a
+ * null point in each run of missing buckets, so the chart leaves a gap there instead of drawing across it. */
+export function withGaps(points, step) {
+  const out = [];
+  points.forEach((p, i) => {
+    const before = i ? points[i - 1].second : null;
+    if (before != null && step > 0 && p.second - before > step) out.push({ second: before + step, distribution: null });
+    out.push(p);
   });
-  // The axis spans the data exactly (Chart.js would round it out to "nice" numbers).
-  chart.options.scales.x.min = points.length ? points[0].second : undefined;
-  chart.options.scales.x.max = points.length ? points[points.length - 1].second : undefined;
+  return out;
+}
+
+/** Set the timeline chart to ``points`` ({second, distribution}), oldest first, buckets of ``step`` seconds;
+ * ``empty``, if given, is the note shown when there is no point. */
+export function showTimeline(chart, points, step, empty = null) {
+  const all = withGaps(points, step);
+  EMOTIONS.forEach((e, i) => {
+    const y = (p) => (p.distribution ? p.distribution[e] || 0 : null);
+    chart.data.datasets[i].data = all.map((p) => ({ x: p.second, y: y(p) }));
+  });
+  // The axis spans the data exactly (Chart.js would round it out to "nice" numbers); without data it has no
+  // labels at all (it would count from 0: 1 January 1970).
+  const x = chart.options.scales.x;
+  const first = points.length ? points[0].second : undefined;
+  const last = points.length ? points[points.length - 1].second : undefined;
+  x.min = first;
+  x.max = last === first && last !== undefined ? last + Math.max(step || 0, 1) : last;
+  x.ticks.display = points.length > 0;
+  if (empty) empty.hidden = points.length > 0;
   chart.update();
 }
 
 const STATUS_TEXT = { active: "", "no-face": "face not in view", stale: "camera stopped", lost: "connection lost", left: "stopped sharing" };
 
-/** Render per-student tiles; ``students`` absent means aggregate-only (tiles hidden). */
-export function showTiles(container, note, students) {
+/** Render per-student tiles; ``students`` absent means aggregate-only (tiles hidden); ``empty``, if given,
+ * is the note shown when there is no student. */
+export function showTiles(container, note, students, empty = null) {
+  if (empty) empty.hidden = !students || students.length > 0;
   if (!students) {
     note.hidden = false;
     container.replaceChildren();

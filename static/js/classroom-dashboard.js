@@ -1,16 +1,21 @@
 // The teacher's live class dashboard: joins the class's room on /classroom and
 // redraws on every pushed `mood` summary; stops when the session ends.
 import { io } from "./socket.js";
-import { distributionChart, pct, showDistribution, showTiles, showTimeline, timelineChart } from "./classroom-charts.js";
+import {
+  clock, distributionChart, hasMood, pct, showDistribution, showLocalTimes, showTiles, showTimeline, timelineChart,
+} from "./classroom-charts.js";
 
 const $ = (id) => document.getElementById(id);
 const board = $("board");
 const code = board.dataset.code;
+const step = Number(board.dataset.step) || 0;
 const distChart = distributionChart($("dist-chart"));
 const timeChart = timelineChart($("timeline-chart"));
 const points = new Map(); // bucket start (Unix s) -> point; pushes carry the latest few
 let updates = 0;
 let alertsKey = null;
+
+showLocalTimes();
 
 function showAlerts(alerts) {
   // #alerts is a live region: touch it only when what it says changes, or it is announced on every push.
@@ -28,28 +33,59 @@ function showAlerts(alerts) {
   $("alerts").replaceChildren(...items);
 }
 
+// The last KPI: when the figures were computed while the session runs, when it ended once it has.
+function showWhen(label, seconds) {
+  $("kpi-when-label").textContent = label;
+  if (seconds == null) {
+    $("kpi-when").textContent = "–";
+    return;
+  }
+  const time = document.createElement("time");
+  time.dateTime = new Date(Math.round(seconds) * 1000).toISOString().replace(".000Z", "Z");
+  time.textContent = clock(seconds);
+  $("kpi-when").replaceChildren(time);
+}
+
 function render(summary, replaceTimeline) {
-  $("kpi-students").textContent = String(summary.students);
-  $("kpi-faces").textContent = String(summary.faces ?? "–");
-  $("kpi-engagement").textContent = pct(summary.engagement);
-  $("kpi-negative").textContent = pct(summary.negative);
-  $("kpi-updated").textContent = new Date().toLocaleTimeString();
-  showDistribution(distChart, $("dist-list"), summary.distribution);
+  const session = summary.session;
+  const live = Boolean(session && session.running);
+  // No student connected: nothing is "now", whatever the last seconds still hold of those who left.
+  const nobody = live && !summary.students;
+  const mood = !nobody && hasMood(summary.distribution);
+  $("kpi-students").textContent = String(summary.students ?? 0);
+  $("kpi-faces").textContent = live && !nobody ? String(summary.faces ?? 0) : "–";
+  $("kpi-engagement").textContent = nobody ? "–" : pct(summary.engagement);
+  $("kpi-negative").textContent = mood ? pct(summary.negative) : "–";
+  if (live) showWhen("Updated", summary.ts ?? Date.now() / 1000);
+  else showWhen("Session ended", session && session.ended ? Date.parse(session.ended) / 1000 : null);
+  $("dist-empty").textContent = !live ? "Nothing was recorded in this session."
+    : nobody ? "No student is sharing a camera right now." : "No face in view right now.";
+  showDistribution(distChart, $("dist-list"), mood ? summary.distribution : null, $("dist-empty"));
   if (replaceTimeline) points.clear();
   for (const p of summary.timeline) points.set(p.second, p);
-  showTimeline(timeChart, [...points.keys()].sort((a, b) => a - b).map((k) => points.get(k)));
+  showTimeline(timeChart, [...points.keys()].sort((a, b) => a - b).map((k) => points.get(k)), summary.step || step,
+    $("timeline-empty"));
   showAlerts(summary.alerts || []);
-  showTiles($("tiles"), $("aggregate-note"), summary.per_student);
+  showTiles($("tiles"), $("aggregate-note"), summary.per_student, $("tiles-empty"));
   board.dataset.students = String(summary.students);
   board.dataset.updates = String(++updates);
 }
 
 // The session ended (pushed, or found in the snapshot after a reconnection): say so and stop listening.
-function showEnded() {
+// Students can no longer join: the join code and QR code go, the "running" badge says so.
+function showEnded(endedAt) {
   board.dataset.state = "ended";
   const banner = $("ended-banner");
   banner.hidden = false;
   banner.textContent = "The session has ended; the dashboard no longer updates. Reload to start a new one.";
+  if (endedAt !== undefined) showWhen("Session ended", endedAt);
+  for (const el of document.querySelectorAll(".join-box, #end-session-form, #session-since")) el.hidden = true;
+  const state = $("session-state");
+  state.textContent = "session ended";
+  state.dataset.kind = "idle";
+  $("kpi-faces").textContent = "–";
+  $("tiles-empty").textContent = "No student joined this session.";
+  $("timeline-empty").textContent = "Nothing was recorded in this session.";
   socket.disconnect();
 }
 
@@ -68,12 +104,12 @@ socket.on("connect", () => {
       board.dataset.state = "live";
       $("ended-banner").hidden = true;
     } else if (board.dataset.state !== "ended") {
-      showEnded(); // it ended while we were away
+      showEnded(); // it ended while we were away (render showed when)
     }
   });
 });
 socket.on("mood", (summary) => { if (board.dataset.state === "live") render(summary, false); });
-socket.on("session_ended", showEnded);
+socket.on("session_ended", () => showEnded(Date.now() / 1000));
 socket.on("connect_error", (err) => {
   showAlerts([{ kind: "error", level: "error", message: `Cannot reach the server (${err.message}); retrying…` }]);
 });

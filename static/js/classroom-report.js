@@ -1,8 +1,12 @@
 // A past session's report: one fetch of the session's figures, then charts and tiles.
-import { distributionChart, pct, showDistribution, showTiles, showTimeline, timelineChart } from "./classroom-charts.js";
+import {
+  distributionChart, hasMood, pct, showDistribution, showLocalTimes, showTiles, showTimeline, timelineChart,
+} from "./classroom-charts.js";
 
 const $ = (id) => document.getElementById(id);
 const report = $("report");
+
+showLocalTimes();
 
 function fail(why) {
   report.dataset.state = "error";
@@ -19,11 +23,14 @@ async function load() {
     fail(err.message || err);
     return;
   }
+  // No face seen in the whole session: no mood to speak of, so "–" rather than 0 %.
+  const mood = hasMood(s.distribution);
   $("kpi-engagement").textContent = pct(s.engagement);
-  $("kpi-negative").textContent = pct(s.negative);
-  showDistribution(distributionChart($("dist-chart")), $("dist-list"), s.distribution);
-  showTimeline(timelineChart($("timeline-chart")), s.timeline);
-  showTiles($("tiles"), $("aggregate-note"), s.per_student);
+  $("kpi-negative").textContent = mood ? pct(s.negative) : "–";
+  showDistribution(distributionChart($("dist-chart")), $("dist-list"), mood ? s.distribution : null, $("dist-empty"));
+  showTimeline(timelineChart($("timeline-chart")), s.timeline, s.step || Number(report.dataset.step) || 0,
+    $("timeline-empty"));
+  showTiles($("tiles"), $("aggregate-note"), s.per_student, $("tiles-empty"));
   report.dataset.state = "loaded";
 }
 

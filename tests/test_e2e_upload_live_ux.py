@@ -143,6 +143,33 @@ def test_live_page_says_when_no_face_is_found(server, browser_factory, obama, tm
     assert problems == []
 
 
+def test_student_page_says_when_no_face_is_found(server, browser_factory, obama):
+    from tests.test_classroom_e2e import open_teacher
+
+    browser = browser_factory()
+    _teacher, _board, code = open_teacher(browser, server.url, email="noface@example.org")
+    page = browser.new_context(viewport=LAPTOP).new_page()
+    problems = watch(page)
+    page.route(f"**{FACE_URL}", lambda route: route.fulfill(body=obama.read_bytes(), content_type="image/jpeg"))
+    page.add_init_script(SWITCHING_CAMERA)
+    page.goto(f"{server.url}/join/{code}")
+    page.fill("#display_name", "Noor")
+    page.check("#consent")
+    page.click("#join-submit")
+    page.wait_for_url("**/live?start=1")
+    hint = page.locator("#no-face-hint")
+    expect(page.locator("#sharing")).to_have_attribute("data-state", "on", timeout=20 * SECONDS)
+    expect(hint).to_be_visible(timeout=20 * SECONDS)
+    page.evaluate("() => { window.showFace = true; }")
+    expect(page.locator("#overlay")).to_have_attribute("data-faces", "1", timeout=20 * SECONDS)
+    expect(hint).to_be_hidden()
+    page.evaluate("() => { window.showFace = false; }")
+    expect(hint).to_be_visible(timeout=10 * SECONDS)
+    page.click("#stop")
+    expect(hint).to_be_hidden()
+    assert problems == []
+
+
 def test_live_page_fits_a_laptop_screen(server, browser_factory, obama, tmp_path):
     camera = make_fake_camera(obama, tmp_path / "obama.y4m")
     page = browser_factory(camera).new_page(viewport=LAPTOP)

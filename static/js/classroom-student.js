@@ -39,7 +39,10 @@ function sharing(on) {
 }
 
 const stream = new LiveStream(
-  { video: $("video"), overlay: $("overlay"), placeholder: $("placeholder"), list: $("faces-list"), live: $("faces-live") },
+  {
+    video: $("video"), overlay: $("overlay"), placeholder: $("placeholder"), list: $("faces-list"), live: $("faces-live"),
+    hint: $("no-face-hint"),
+  },
   {
     auth: { classroom: "student" },
     onStatus: status,

@@ -102,11 +102,11 @@ def test_the_timeline_leaves_a_gap_while_nobody_shares(server, browser_factory, 
     student.click("#start")
     expect(student.locator("#sharing")).to_have_attribute("data-state", "on", timeout=10 * SECONDS)
     expect(board.locator("#kpi-faces")).to_have_text("1", timeout=15 * SECONDS)
-    board.wait_for_function(f"""() => {{
+    board.wait_for_function("""() => {
       const d = Chart.getChart('timeline-chart').data.datasets[3].data;
       const gap = d.findIndex((p) => p.y === null);
       return gap > 0 && d.length - gap > 3;
-    }}""", timeout=15 * SECONDS)
+    }""", timeout=15 * SECONDS)
     assert_gap(board.evaluate(TIMELINE))
 
     # The report of the ended session has the same gap.

@@ -15,8 +15,15 @@ from werkzeug.exceptions import HTTPException
 from app.concurrency import run_cpu
 from app.extensions import limiter
 from app.upload import bp
-from app.upload.analysis import (ANALYZE_SCOPE, RETRY_AFTER_SECONDS, UploadBusy, analysis_slot, analyze_limit,
-                                 analyze_upload, image_from_request)
+from app.upload.analysis import (
+    ANALYZE_SCOPE,
+    RETRY_AFTER_SECONDS,
+    UploadBusy,
+    analysis_slot,
+    analyze_limit,
+    analyze_upload,
+    image_from_request,
+)
 from app.vision.images import ImageError, ImageTooLarge, UnsupportedImage
 from app.vision.pipeline import STILL_SETTINGS
 from app.vision.preprocess import EMOTIONS
@@ -30,8 +37,8 @@ PLAIN_ERRORS = (
     ("no file", "Choose a photo first."),
     ("empty", "This file is empty: choose the photo again."),
     ("not an image", "This file is not a photo: choose a JPEG, PNG or WebP photo."),
-    ("scans", "This JPEG is saved in an unusual way that is not accepted (too many progressive scans): "
-              "save it again as an ordinary JPEG."),
+    ("scans", ("This JPEG is saved in an unusual way that is not accepted (too many progressive scans): "
+               "save it again as an ordinary JPEG.")),
     ("corrupt", "This file is damaged or incomplete: try saving the photo again."),
     ("truncated", "This file is damaged or incomplete: try saving the photo again."),
     ("no pixels", "This file is damaged or incomplete: try saving the photo again."),
@@ -91,7 +98,7 @@ def _format_name(data: bytes | None) -> str | None:
         try:
             with Image.open(io.BytesIO(data)) as img:
                 return img.format
-        except Exception:  # not readable at all: what the browser said the file is will do
+        except (OSError, ValueError, SyntaxError):  # not readable at all: what the browser said the file is will do
             pass
     upload = request.files.get("image")
     mimetype = (upload.mimetype if upload else "") or ""

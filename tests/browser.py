@@ -277,6 +277,14 @@ class ServerProcess:
 
 
 @pytest.fixture(scope="session")
+def camera(faces_dir, tmp_path_factory) -> Path:
+    """The fake camera most page tests stream: Obama's portrait (a module may define its own ``camera``)."""
+    from tests.conftest import require
+
+    return make_fake_camera(require(faces_dir / "obama.jpg"), tmp_path_factory.mktemp("camera") / "obama.y4m")
+
+
+@pytest.fixture(scope="session")
 def model_copy(tmp_path_factory) -> Path:
     """A stable copy of the shipped model for the servers of this session."""
     return snapshot_model(tmp_path_factory.mktemp("model"))

@@ -6,6 +6,7 @@ screenshots in docs/screenshots/.
 """
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 SECONDS = 1000  # Playwright timeouts are in milliseconds
 PASSWORD = "correct horse battery"
+TEACHERS = itertools.count()  # a new e-mail address for each teacher a test registers
 EMOTION = re.compile(r"^(angry|disgust|fear|happy|sad|surprise|neutral)$")
 
 
@@ -58,6 +60,11 @@ def open_teacher(browser, url: str, email: str = "rivera@example.org"):
     code = page.inner_text("#join-code").strip()
     assert len(code) == 6
     return context, page, code
+
+
+def new_teacher(browser_factory, server):
+    """A new teacher, in a new browser, with a new class (its session running): (context, dashboard page, code)."""
+    return open_teacher(browser_factory(), server.url, email=f"teacher{next(TEACHERS)}@example.org")
 
 
 def open_student(browser, url: str, code: str, name: str, screenshot: Path | None = None,

@@ -6,14 +6,12 @@ module; headless Chromium with a fake camera.
 """
 from __future__ import annotations
 
-import itertools
 import time
 
 import pytest
 
-from tests.browser import make_fake_camera, watch
-from tests.conftest import require
-from tests.test_classroom_e2e import SECONDS, open_student, open_teacher
+from tests.browser import watch
+from tests.test_classroom_e2e import SECONDS, new_teacher, open_student
 
 try:
     from playwright.sync_api import expect
@@ -22,7 +20,6 @@ except ImportError:  # the playwright_session fixture skips (or fails in CI) and
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-TEACHERS = itertools.count()
 # The camera takes 0.8 s to open, as a real one may: a Start then outlasts the old 300 ms grace of a Stop.
 SLOW_CAMERA = """{
   const open = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
@@ -35,16 +32,6 @@ def server(server_factory):
     srv = server_factory("threading", CLASSROOM_PUSH_SECONDS="0.5")
     yield srv
     srv.stop()
-
-
-@pytest.fixture(scope="module")
-def camera(faces_dir, tmp_path_factory):
-    return make_fake_camera(require(faces_dir / "obama.jpg"), tmp_path_factory.mktemp("camera") / "obama.y4m")
-
-
-def teacher(browser_factory, server):
-    """A new teacher with a new class (its session running): (context, dashboard page, join code)."""
-    return open_teacher(browser_factory(), server.url, email=f"teacher{next(TEACHERS)}@example.org")
 
 
 def end_session(context, url: str, code: str) -> None:
@@ -61,7 +48,7 @@ def students_connected(context, url: str, code: str) -> int:
 
 def test_a_student_who_stops_and_starts_at_once_still_hears_the_session_end(server, browser_factory,
                                                                             camera):
-    teacher_ctx, _board, code = teacher(browser_factory, server)
+    teacher_ctx, _board, code = new_teacher(browser_factory, server)
     student, problems = open_student(browser_factory(camera), server.url, code, "Alice", init_script=SLOW_CAMERA)
 
     student.click("#stop")
@@ -81,7 +68,7 @@ def test_a_student_who_stops_and_starts_at_once_still_hears_the_session_end(serv
 
 
 def test_a_student_who_denies_the_camera_is_not_counted(server, browser_factory):
-    teacher_ctx, _board, code = teacher(browser_factory, server)
+    teacher_ctx, _board, code = new_teacher(browser_factory, server)
     # A camera exists but the permission prompt is not accepted: headless Chromium denies it.
     page = browser_factory(fake_device=True, fake_ui=False).new_page()
     problems = watch(page)
@@ -101,7 +88,7 @@ def test_a_student_who_denies_the_camera_is_not_counted(server, browser_factory)
 
 
 def test_a_dashboard_back_online_after_the_session_ended_says_so(server, browser_factory):
-    teacher_ctx, board, code = teacher(browser_factory, server)
+    teacher_ctx, board, code = new_teacher(browser_factory, server)
     expect(board.locator("#board")).to_have_attribute("data-state", "live")
 
     teacher_ctx.set_offline(True)

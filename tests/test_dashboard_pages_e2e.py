@@ -14,9 +14,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.browser import make_fake_camera, watch
-from tests.conftest import require
-from tests.test_classroom_e2e import SECONDS, open_student, open_teacher
+from tests.browser import watch
+from tests.test_classroom_e2e import SECONDS, new_teacher, open_student
 
 try:
     from playwright.sync_api import expect
@@ -25,7 +24,6 @@ except ImportError:  # the playwright_session fixture skips (or fails in CI) and
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-TEACHERS = itertools.count()
 STEP = 1  # seconds per timeline point on this server: a short pause makes a gap of several points
 CLOCK = re.compile(r"^\d\d:\d\d:\d\d$")  # 24-hour local time, as every time on these pages
 
@@ -44,16 +42,6 @@ def server(server_factory):
     srv = server_factory("threading", CLASSROOM_PUSH_SECONDS="0.5", CLASSROOM_TIMELINE_STEP=str(STEP))
     yield srv
     srv.stop()
-
-
-@pytest.fixture(scope="module")
-def camera(faces_dir, tmp_path_factory):
-    return make_fake_camera(require(faces_dir / "obama.jpg"), tmp_path_factory.mktemp("camera") / "obama.y4m")
-
-
-def teacher(browser_factory, server):
-    """A new teacher with a new class (its session running): (context, dashboard page, join code)."""
-    return open_teacher(browser_factory(), server.url, email=f"dash{next(TEACHERS)}@example.org")
 
 
 def end_session(context, url: str, code: str):
@@ -82,7 +70,7 @@ def assert_gap(points: list[list], step: int = STEP) -> None:
 
 
 def test_the_timeline_leaves_a_gap_while_nobody_shares(server, browser_factory, camera):
-    teacher_ctx, board, code = teacher(browser_factory, server)
+    teacher_ctx, board, code = new_teacher(browser_factory, server)
     problems = watch(board)
     student, student_problems = open_student(browser_factory(camera), server.url, code, "Alice")
     expect(board.locator("#kpi-faces")).to_have_text("1", timeout=15 * SECONDS)
@@ -117,7 +105,7 @@ def test_the_timeline_leaves_a_gap_while_nobody_shares(server, browser_factory, 
 
 
 def test_times_are_the_viewers_local_time_everywhere(server, browser_factory, camera):
-    teacher_ctx, _board, code = teacher(browser_factory, server)
+    teacher_ctx, _board, code = new_teacher(browser_factory, server)
     zone = "America/New_York"
     local = teacher_ctx.browser.new_context(storage_state=teacher_ctx.storage_state(), timezone_id=zone,
                                             locale="en-US", viewport={"width": 1280, "height": 1000})
@@ -154,7 +142,7 @@ def test_times_are_the_viewers_local_time_everywhere(server, browser_factory, ca
 
 
 def test_an_empty_session_says_nothing_was_recorded(server, browser_factory):
-    teacher_ctx, board, code = teacher(browser_factory, server)
+    teacher_ctx, board, code = new_teacher(browser_factory, server)
     problems = watch(board)
     expect(board.locator("#board")).to_have_attribute("data-updates", re.compile(r"^[1-9]"), timeout=10 * SECONDS)
     for note in ("#tiles-empty", "#timeline-empty", "#dist-empty"):
@@ -175,7 +163,7 @@ def test_an_empty_session_says_nothing_was_recorded(server, browser_factory):
 
 
 def test_the_dashboard_shrinks_with_the_window(server, browser_factory):
-    _ctx, board, _code = teacher(browser_factory, server)
+    _ctx, board, _code = new_teacher(browser_factory, server)
     expect(board.locator("#board")).to_have_attribute("data-updates", re.compile(r"^[1-9]"), timeout=10 * SECONDS)
     board.wait_for_timeout(500)  # the charts drawn at 1280 px
     for width in (1000, 850, 700):
@@ -185,7 +173,7 @@ def test_the_dashboard_shrinks_with_the_window(server, browser_factory):
 
 
 def test_an_ended_session_no_longer_offers_its_join_code(server, browser_factory):
-    teacher_ctx, board, code = teacher(browser_factory, server)
+    teacher_ctx, board, code = new_teacher(browser_factory, server)
     expect(board.locator("#join-code")).to_be_visible()
     end_session(teacher_ctx, server.url, code)
 
@@ -205,7 +193,7 @@ def test_an_ended_session_no_longer_offers_its_join_code(server, browser_factory
 
 
 def test_the_projector_view_fits_one_screen_with_a_legible_link(server, browser_factory):
-    teacher_ctx, _board, code = teacher(browser_factory, server)
+    teacher_ctx, _board, code = new_teacher(browser_factory, server)
     page = teacher_ctx.new_page()
     page.set_viewport_size({"width": 1280, "height": 800})
     page.goto(f"{server.url}/classes/{code}/present")

@@ -8,8 +8,7 @@ import re
 
 import pytest
 
-from tests.browser import make_fake_camera, watch
-from tests.conftest import require
+from tests.browser import watch
 
 try:
     from playwright.sync_api import expect
@@ -42,11 +41,6 @@ def server(server_factory):
     srv = server_factory("threading")
     yield srv
     srv.stop()
-
-
-@pytest.fixture(scope="module")
-def camera(faces_dir, tmp_path_factory):
-    return make_fake_camera(require(faces_dir / "obama.jpg"), tmp_path_factory.mktemp("camera") / "obama.y4m")
 
 
 def test_live_page_shows_no_stale_figures_and_keeps_the_keyboard(server, browser_factory, camera):

@@ -6,14 +6,12 @@ form error. One real server (gunicorn, threads) for the module.
 """
 from __future__ import annotations
 
-import itertools
 import time
 
 import pytest
 
-from tests.browser import make_fake_camera, watch
-from tests.conftest import require
-from tests.test_classroom_e2e import EMOTION, PASSWORD, SECONDS, open_student, open_teacher
+from tests.browser import watch
+from tests.test_classroom_e2e import EMOTION, PASSWORD, SECONDS, new_teacher, open_student
 
 try:
     from playwright.sync_api import expect
@@ -22,7 +20,6 @@ except ImportError:  # the playwright_session fixture skips (or fails in CI) and
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-TEACHERS = itertools.count()
 LEFT = "You left “Biology 7B”. Nothing more is sent from this browser."
 
 
@@ -31,16 +28,6 @@ def server(server_factory):
     srv = server_factory("threading", CLASSROOM_PUSH_SECONDS="0.5")
     yield srv
     srv.stop()
-
-
-@pytest.fixture(scope="module")
-def camera(faces_dir, tmp_path_factory):
-    return make_fake_camera(require(faces_dir / "obama.jpg"), tmp_path_factory.mktemp("camera") / "obama.y4m")
-
-
-def teacher(browser_factory, server):
-    """A new teacher with a new class (its session running): (context, dashboard page, join code)."""
-    return open_teacher(browser_factory(), server.url, email=f"student-side{next(TEACHERS)}@example.org")
 
 
 def script_problems(problems: list[str]) -> list[str]:
@@ -55,7 +42,7 @@ def end_session(board) -> None:
 
 @pytest.mark.parametrize("how", ["button", "form without the page's script"])
 def test_leaving_while_sharing_is_left_not_a_lost_connection(server, browser_factory, camera, how):
-    _ctx, board, code = teacher(browser_factory, server)
+    _ctx, board, code = new_teacher(browser_factory, server)
     student, problems = open_student(browser_factory(camera), server.url, code, "Kim")
     expect(board.locator("#tiles .tile[data-status=active]")).to_have_count(1, timeout=15 * SECONDS)
     tile = board.locator("#tiles .tile")
@@ -90,7 +77,7 @@ def test_leaving_while_sharing_is_left_not_a_lost_connection(server, browser_fac
 
 
 def test_the_student_page_shows_nothing_stale(server, browser_factory, camera):
-    _ctx, board, code = teacher(browser_factory, server)
+    _ctx, board, code = new_teacher(browser_factory, server)
     alice, alice_problems = open_student(browser_factory(camera), server.url, code, "Alice")
     bob, bob_problems = open_student(browser_factory(camera), server.url, code, "Bob")
     # Stop sharing: no result from before, and the video area says why it is dark.
@@ -126,7 +113,7 @@ def test_the_student_page_shows_nothing_stale(server, browser_factory, camera):
 
 
 def test_a_wrong_or_idle_class_code_gives_the_code_form_again(server, browser_factory):
-    _ctx, board, code = teacher(browser_factory, server)
+    _ctx, board, code = new_teacher(browser_factory, server)
     page = browser_factory().new_page()
     problems = watch(page)
     page.goto(server.url + "/classroom")

@@ -40,6 +40,14 @@ def capp(tmp_path):
     app.extensions["classroom"].stop()
 
 
+@pytest.fixture
+def csrf_app(tmp_path):
+    """A classroom app with CSRF on, as in production (the token fields are rendered and checked)."""
+    app = classroom_app(f"sqlite:///{tmp_path / 'db.sqlite3'}", WTF_CSRF_ENABLED=True)
+    yield app
+    app.extensions["classroom"].stop()
+
+
 def register(client, email: str, name: str = "Teacher", password: str = PASSWORD):
     """Register (and so log in) a teacher; returns the response."""
     return client.post("/register", data={"name": name, "email": email, "password": password, "confirm": password})

@@ -12,7 +12,6 @@ from html.parser import HTMLParser
 
 import pytest
 
-from tests.classroom_fixtures import classroom_app
 from tests.test_security import logged_in_teacher
 
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -39,14 +38,6 @@ def repeated_ids(html: str) -> dict[str, int]:
 
 def footer(html: str) -> str:
     return " ".join(re.search(r"<footer\b.*?</footer>", html, re.S).group(0).split())
-
-
-@pytest.fixture
-def csrf_app(tmp_path):
-    """A classroom app with CSRF on, as in production (the token fields are rendered)."""
-    app = classroom_app(f"sqlite:///{tmp_path / 'db.sqlite3'}", WTF_CSRF_ENABLED=True)
-    yield app
-    app.extensions["classroom"].stop()
 
 
 def test_no_page_repeats_an_id(csrf_app):

@@ -84,13 +84,6 @@ def test_session_cookie_is_httponly_samesite_and_secure_in_production(tmp_path, 
 
 # -- CSRF on every form ---------------------------------------------------------------------------
 
-@pytest.fixture
-def csrf_app(tmp_path):
-    app = classroom_app(f"sqlite:///{tmp_path / 'db.sqlite3'}", WTF_CSRF_ENABLED=True)
-    yield app
-    app.extensions["classroom"].stop()
-
-
 def logged_in_teacher(app):
     """A teacher registered through the real form (with its token) and one class; returns (client, code)."""
     client = app.test_client()

@@ -88,9 +88,9 @@ def test_another_classes_session_is_404(capp, teacher, other_teacher):
     assert teacher.client.get(f"/api/v1/classes/{teacher.code}/mood?session={other}").status_code == 404
 
 
-@pytest.mark.parametrize("query, status", [("session=abc", 200), ("session=0", 404), ("session=-1", 404),
+@pytest.mark.parametrize("query, status", [("session=abc", 400), ("session=0", 404), ("session=-1", 404),
                                            ("session=" + "9" * 30, 404), ("session=2147483648", 404)])
-def test_session_parameter_out_of_range_is_404_not_500(capp, teacher, query, status):
+def test_session_parameter_out_of_range_is_404_and_not_a_number_400(capp, teacher, query, status):
     capp.config["PROPAGATE_EXCEPTIONS"] = False  # a crash must show as the 500 a client would get
     assert teacher.client.get(f"/api/v1/classes/{teacher.code}/mood?{query}").status_code == status
     assert teacher.client.get(f"/classes/{teacher.code}/export.csv?{query}").status_code == status

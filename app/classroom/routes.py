@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 
 from flask import (Response, abort, current_app, flash, jsonify, make_response, redirect, render_template, request,
                    session, url_for)
@@ -43,6 +44,16 @@ def class_session(classroom: Classroom, session_id: int | None) -> ClassSession 
     if sess is None or sess.classroom_id != classroom.id:
         abort(404, description="This class has no such session.")
     return sess
+
+
+def session_arg() -> int | None:
+    """The ``?session=<id>`` of a read, or None when absent; 400 when it is not a whole number."""
+    raw = request.args.get("session")
+    if raw is None:
+        return None
+    if not re.fullmatch(r"-?[0-9]{1,40}", raw):
+        abort(400, description=f"session must be a session id (a whole number), got {raw[:40]!r}")
+    return int(raw)
 
 
 class NotJoinable(Exception):
@@ -255,8 +266,11 @@ def export_csv(code: str):
     Per-student rows are refused (403) for aggregate-only classes and sessions.
     """
     classroom = own_class(code)
-    sess = class_session(classroom, request.args.get("session", type=int))
-    by_student = request.args.get("by") == "student"
+    sess = class_session(classroom, session_arg())
+    by = request.args.get("by")
+    if by not in (None, "student"):
+        abort(400, description=f"by must be 'student' (one row per student and second) or left out, got {by[:40]!r}")
+    by_student = by == "student"
     if by_student and (sess is None or not sess.shows_students()):
         abort(403, description="This class is aggregate-only: per-student data is not available.")
     if sess is not None and sess.running:
@@ -277,7 +291,7 @@ def export_csv(code: str):
 def api_mood(code: str):
     """``{"students", "distribution", "engagement", "timeline", ...}`` for the class's teacher (401/403 others)."""
     classroom = own_class(code)
-    sess = class_session(classroom, request.args.get("session", type=int))
+    sess = class_session(classroom, session_arg())
     resp = jsonify(summary(classroom, sess, full=True))
     resp.headers["Cache-Control"] = "no-store"
     return resp

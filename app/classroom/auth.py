@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.classroom import bp
-from app.classroom.forms import ActionForm, LoginForm, RegisterForm
+from app.classroom.forms import ActionForm, LoginForm, RegisterForm, require_valid
 from app.classroom.models import Teacher
 from app.extensions import db, limiter, login_manager
 
@@ -115,9 +115,9 @@ def login():
 @bp.post("/logout")
 def logout():
     """Log out (a POST with a CSRF token, so no other site can log you out)."""
-    if ActionForm().validate_on_submit():
-        logout_user()
-        flash("You are logged out.", "info")
+    require_valid(ActionForm())
+    logout_user()
+    flash("You are logged out.", "info")
     return redirect(url_for("classroom.home"))
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from flask import request
+from flask import abort, request
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, Regexp, ValidationError
@@ -102,3 +102,13 @@ class DeleteForm(Form):
 
     confirm = BooleanField("Delete this class and every session, student name and mood sample of it",
                            validators=[DataRequired(message="Tick the box to confirm.")])
+
+
+FORM_EXPIRED = "The form expired or came from another site: reload the page and try again."
+
+
+def require_valid(form: FlaskForm) -> None:
+    """A 400 saying so when an action's form (a button with only its CSRF token) fails its checks: nothing
+    changes."""
+    if not form.validate_on_submit():
+        abort(400, description=FORM_EXPIRED)

@@ -4,14 +4,34 @@ from __future__ import annotations
 import hmac
 import re
 
-from flask import (Response, abort, current_app, flash, jsonify, make_response, redirect, render_template, request,
-                   session, url_for)
+from flask import (
+    Response,
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_login import current_user, login_required
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.classroom import bp
-from app.classroom.forms import ActionForm, ClassForm, CodeForm, DeleteForm, JoinForm, SettingsForm
+from app.classroom.forms import (
+    FORM_EXPIRED,
+    ActionForm,
+    ClassForm,
+    CodeForm,
+    DeleteForm,
+    JoinForm,
+    SettingsForm,
+    require_valid,
+)
 from app.classroom.models import Classroom, ClassSession, Student, new_code, normalise_code, utcnow
 from app.classroom.qr import qr_data_uri
 from app.classroom.reports import summary
@@ -179,7 +199,8 @@ def present(code: str):
 def start_session(code: str):
     """Start a new session (students can join again)."""
     classroom = own_class(code)
-    if ActionForm().validate_on_submit() and classroom.running_session() is None:
+    require_valid(ActionForm())
+    if classroom.running_session() is None:
         new = ClassSession(classroom_id=classroom.id, aggregate_only=classroom.aggregate_only)
         db.session.add(new)
         try:
@@ -198,7 +219,8 @@ def end_session(code: str):
     classroom = own_class(code)
     running = db.session.scalars(select(ClassSession).where(
         ClassSession.classroom_id == classroom.id, ClassSession.ended_at.is_(None))).all()
-    if ActionForm().validate_on_submit() and running:
+    require_valid(ActionForm())
+    if running:
         for sess in running:
             sess.ended_at = utcnow()
         db.session.commit()
@@ -213,15 +235,15 @@ def settings(code: str):
     """Change the aggregate-only setting (switching it on applies to the running session at once)."""
     classroom = own_class(code)
     form = SettingsForm()
-    if form.validate_on_submit():
-        classroom.aggregate_only = bool(form.aggregate_only.data)
-        running = classroom.running_session()
-        if running is not None and classroom.aggregate_only:
-            running.aggregate_only = True
-            current_app.extensions["classroom"].set_aggregate_only(running.id)
-        db.session.commit()
-        flash("Aggregate-only mode is on." if classroom.aggregate_only else
-              "Aggregate-only mode is off from the next session on.", "ok")
+    require_valid(form)
+    classroom.aggregate_only = bool(form.aggregate_only.data)
+    running = classroom.running_session()
+    if running is not None and classroom.aggregate_only:
+        running.aggregate_only = True
+        current_app.extensions["classroom"].set_aggregate_only(running.id)
+    db.session.commit()
+    flash("Aggregate-only mode is on." if classroom.aggregate_only else
+          "Aggregate-only mode is off from the next session on.", "ok")
     return redirect(url_for("classroom.dashboard", code=classroom.code))
 
 
@@ -231,6 +253,8 @@ def delete_class(code: str):
     classroom = own_class(code)
     form = DeleteForm()
     if not form.validate_on_submit():
+        if getattr(form, "csrf_token", None) is not None and form.csrf_token.errors:
+            abort(400, description=FORM_EXPIRED)
         flash("Tick the confirmation box to delete the class.", "error")
         return redirect(url_for("classroom.dashboard", code=classroom.code))
     service = current_app.extensions["classroom"]
@@ -366,10 +390,10 @@ def leave(code: str):
     The page stops the camera and says ``classroom_leave`` first; this covers a
     page whose script did not (the streams of this process only).
     """
-    if ActionForm().validate_on_submit():
-        student = _cookie_student()
-        session.pop(STUDENT_KEY, None)
-        if student is not None:
-            current_app.extensions["classroom"].left(student.session_id, student.id)
-            flash(f"You left “{student.session.classroom.name}”. Nothing more is sent from this browser.", "ok")
+    require_valid(ActionForm())
+    student = _cookie_student()
+    session.pop(STUDENT_KEY, None)
+    if student is not None:
+        current_app.extensions["classroom"].left(student.session_id, student.id)
+        flash(f"You left “{student.session.classroom.name}”. Nothing more is sent from this browser.", "ok")
     return redirect(url_for("classroom.home"))

@@ -28,15 +28,16 @@ def main() -> int:
     from app.extensions import socketio
     from app.vision.emotions import ModelLoadError
 
+    raw_port = os.environ.get("PORT") or "8000"
+    if not (raw_port.isascii() and raw_port.isdigit() and 1 <= int(raw_port) <= 65535):
+        print(f"MoodLens cannot start: PORT must be a port number from 1 to 65535, got {raw_port!r}", file=sys.stderr)
+        return 1
     try:
         app = create_app()
-        port = int(os.environ.get("PORT") or 8000)
     except (ModelLoadError, ConfigError) as exc:
         print(f"MoodLens cannot start: {exc}", file=sys.stderr)
         return 1
-    except ValueError:
-        print(f"MoodLens cannot start: PORT must be an integer, got {os.environ['PORT']!r}", file=sys.stderr)
-        return 1
+    port = int(raw_port)
     host = os.environ.get("HOST") or "127.0.0.1"
     # The Werkzeug server only serves the threading mode outside production;
     # it is still refused when MOODLENS_ENV=production (use gunicorn there).

@@ -92,3 +92,12 @@ def test_the_app_sets_tensorflow_op_threads_from_its_configuration(monkeypatch):
     assert asked == [1, 0]  # one thread per op by default
     with pytest.raises(ConfigError, match="TF_INTRA_OP_THREADS"):
         make_app(TF_INTRA_OP_THREADS=-1)
+
+
+@pytest.mark.parametrize("port", ["http", "0", "70000", "８０"])
+def test_python_m_app_refuses_a_port_that_is_not_one(port, monkeypatch, capsys):
+    from app.__main__ import main
+
+    monkeypatch.setenv("PORT", port)
+    assert main() == 1
+    assert f"MoodLens cannot start: PORT must be a port number from 1 to 65535, got {port!r}" in capsys.readouterr().err

@@ -104,3 +104,10 @@ def test_quantize_without_the_source_card_still_measures_the_copy_and_says_what_
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["accuracy"] is not None and card["calibration"] is None and card["training"] == {"card": None}
     assert any("source card" in note and "not read" in note for note in card["notes"])
+
+
+@pytest.mark.parametrize("samples", ["0", "-5"])
+def test_calibrating_on_no_faces_is_refused(samples, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        quantize.main(["--data", "x", "--samples", samples])
+    assert exit_.value.code == 2 and "--samples must be at least 1" in capsys.readouterr().err

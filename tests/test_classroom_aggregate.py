@@ -114,6 +114,20 @@ def test_summary_distribution_covers_the_last_window_only():
     assert s["distribution"]["happy"] == 0.0
 
 
+def test_now_is_the_students_connected_now():
+    agg = make_agg()
+    agg.join(1, "Ann", "sid-a", now=T0)
+    agg.join(2, "Ben", "sid-b", now=T0)
+    for i in range(5):
+        agg.add(1, [face(happy=1.0)], now=T0 + i + 0.5)
+        agg.add(2, [face(sad=1.0)], now=T0 + i + 0.5)
+    agg.leave(2, "sid-b", now=T0 + 5)  # Ben left a second ago: his last seconds are still in the window
+    s = agg.summary(now=T0 + 6, full_timeline=True)
+    assert s["students"] == 1 and s["faces"] == 1  # not 2 faces for 1 student
+    assert s["distribution"]["happy"] == pytest.approx(1.0) and s["negative"] == 0.0
+    assert s["timeline"][0]["distribution"]["sad"] == pytest.approx(0.5)  # the session's history keeps him
+
+
 def test_only_joined_students_count():
     agg = make_agg()
     agg.add(99, [face(happy=1.0)], now=T0)  # never joined: ignored

@@ -290,8 +290,11 @@ def report(*, session_id: int, started: float, code: str, name: str, aggregate_o
     compute exactly the same figures from the same state.
     """
     s = settings
-    recent = window(seconds, now, s.window)
     connected = [st.id for st in students.values() if st.sids]
+    # "Now" is the students connected now: one who left a few seconds ago no longer counts in the faces,
+    # the mood or the negative share (the timeline and the history keep their seconds).
+    present = set(connected)
+    recent = [r for r in window(seconds, now, s.window) if r.student in present]
     dist = distribution(recent)
     eng = engagement(recent, connected) if connected else None
     negative_since = negative_clock(negative_since, now, dist, s)

@@ -334,11 +334,14 @@ def _missed(response) -> bool:
 
 # A wrong code counts against one limit wherever it is tried: typed in the code form, or a join page
 # opened; a student reloading their page (or submitting the join form) is never limited by it.
-guess_limit = limiter.shared_limit(_join_limit, scope="join-guess", methods=["GET", "HEAD"], deduct_when=_missed,
-                                   error_message="Too many wrong class codes from here. Wait a minute, then try again.")
-code_guess_limit = limiter.shared_limit(_join_limit, scope="join-guess", methods=["POST"], deduct_when=_missed,
-                                        error_message="Too many wrong class codes from here. Wait a minute, then "
-                                                      "try again.")
+def _guess_limit(*methods: str):
+    """The one "join-guess" limit, applied to ``methods`` of a view."""
+    return limiter.shared_limit(_join_limit, scope="join-guess", methods=list(methods), deduct_when=_missed,
+                                error_message="Too many wrong class codes from here. Wait a minute, then try again.")
+
+
+guess_limit = _guess_limit("GET", "HEAD")   # the join pages
+code_guess_limit = _guess_limit("POST")     # the code form
 
 
 @bp.route("/join", methods=["GET", "POST"])

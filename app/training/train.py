@@ -228,6 +228,11 @@ def inference_copy(model: keras.Model, arch: str) -> keras.Model:
     return clean
 
 
+def save_state(path: Path, state: dict) -> None:
+    """Write the run state (``runs/NAME/state.json``) so that a resumed run never reads half of it."""
+    write_atomically(path, json.dumps(state, indent=2).encode())
+
+
 def save_atomically(model: keras.Model, path: Path) -> None:
     """Save ``model`` to ``path`` so that a reader (the server, a resumed run) never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -281,7 +286,7 @@ class Checkpoint(keras.callbacks.Callback):
         save_atomically(self.model, self.paths["last"])
         state = {"epoch": epoch + 1, "best": self.best, "best_metric": "val_accuracy", "args": self.args_record,
                  **self.calibrated}
-        write_atomically(self.paths["state"], json.dumps(state, indent=2).encode())
+        save_state(self.paths["state"], state)
 
 
 class LearningRateLog(keras.callbacks.Callback):
@@ -502,7 +507,7 @@ def _train(args, argv=None, state: dict | None = None) -> dict:
 
     if args.recalibrate:
         state["args"]["recalibrated_with"] = state["args"].get("recalibrated_with", []) + [record_command(argv)]
-        write_atomically(paths["state"], json.dumps(state, indent=2).encode())
+        save_state(paths["state"], state)
         return finish(paths, val if val is not None else train_split, args.calibrate_for)
 
     steps = int(np.ceil(len(train_split) / args.batch_size))
@@ -567,7 +572,7 @@ def finish(paths: dict, calib_split: Split, objective: str) -> dict:
     save_atomically(best_model, paths["out"])
     state["temperature"] = temperature
     state["calibration"] = calibration
-    write_atomically(paths["state"], json.dumps(state, indent=2).encode())
+    save_state(paths["state"], state)
     print(f"calibrated: temperature {temperature:.3f} ({objective}) folded into {paths['out']}; "
           f"out-of-fold ECE {calibration['cross_validated']['ece']:.4f}", flush=True)
 

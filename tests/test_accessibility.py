@@ -183,6 +183,37 @@ def test_emotion_colours_are_readable_wherever_they_appear(server, browser_facto
     assert not any(low.values()), f"emotion text below 4.5:1: {low}"
 
 
+# For each emotion: the overlay's colour (stream.js) and the colour of text in that emotion (.emo-*).
+PALETTE_JS = """
+async (emotions) => {
+  const { COLOURS } = await import("/static/js/stream.js");
+  const probe = document.createElement("canvas").getContext("2d");
+  const out = {};
+  for (const e of emotions) {
+    const span = document.createElement("span");
+    span.className = "emo emo-" + e;
+    document.body.append(span);
+    probe.fillStyle = COLOURS[e];  // the canvas normalises "#rrggbb" and "rgb(...)" alike
+    const overlay = probe.fillStyle;
+    probe.fillStyle = getComputedStyle(span).color;
+    out[e] = [overlay, probe.fillStyle];
+    span.remove();
+  }
+  return out;
+}
+"""
+
+
+@pytest.mark.browser
+def test_overlay_charts_and_text_use_one_palette(server, browser_factory):
+    page = browser_factory().new_page()
+    page.goto(server.url + "/live")
+    colours = page.evaluate(PALETTE_JS, list(EMOTIONS))
+    differ = {e: pair for e, pair in colours.items() if pair[0] != pair[1]}
+    assert not differ, f"overlay colour differs from the text colour: {differ}"
+    assert len({overlay for overlay, _ in colours.values()}) == len(EMOTIONS), colours  # no fallback, no repeats
+
+
 @pytest.mark.browser
 def test_form_fields_stand_out_from_their_panel(server, browser_factory):
     browser = browser_factory()

@@ -88,6 +88,8 @@ def open_student(browser, url: str, code: str, name: str, screenshot: Path | Non
     expect(page.locator("#sharing")).to_have_attribute("data-state", "on", timeout=20 * SECONDS)
     expect(page.locator("#sharing-text")).to_have_text("Sharing with Biology 7B")
     expect(page.locator("#my-emotion")).to_have_text(EMOTION, timeout=20 * SECONDS)
+    label = page.locator("#my-emotion").text_content()
+    expect(page.locator("#my-emotion")).to_have_class(f"emo emo-{label}")  # coloured by the palette's CSS
     return page, problems
 
 

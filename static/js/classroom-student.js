@@ -1,7 +1,7 @@
 // The student's page: their own live result (as on the live page) while their
 // stream feeds the class. The server knows which class from the session cookie
 // set when the student consented; the page only says "I am the student page".
-import { COLOURS, LiveStream } from "./stream.js";
+import { LiveStream } from "./stream.js";
 
 const $ = (id) => document.getElementById(id);
 const root = $("student");
@@ -26,7 +26,7 @@ function clearResult(placeholder) {
   const el = $("my-emotion");
   el.textContent = "–";
   el.dataset.label = "";
-  el.style.color = "";
+  el.className = "emo";
   $("placeholder").textContent = placeholder;
 }
 
@@ -63,7 +63,7 @@ const stream = new LiveStream(
       const el = $("my-emotion");
       el.textContent = face ? face.label : "no face";
       el.dataset.label = face ? face.label : "";
-      el.style.color = face ? COLOURS[face.label] : ""; // CSSOM, allowed by the CSP (no inline style attribute)
+      el.className = face ? `emo emo-${face.label}` : "emo";
     },
   },
 );

@@ -4,10 +4,13 @@
 import { io } from "./socket.js";
 
 export const EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
-export const COLOURS = {
-  angry: "#eb7074", disgust: "#8db600", fear: "#ab85dd", happy: "#f5c400",
-  sad: "#559bd5", surprise: "#ff8b3d", neutral: "#9aa4b2",
-};
+// The palette is app.css's (--emo-<label>), so text, overlay and charts cannot drift apart. Module scripts run
+// after the page's stylesheets have loaded; a colour still missing falls back to the accent.
+const FALLBACK_COLOUR = "#4fc78a";
+const rootStyle = getComputedStyle(document.documentElement);
+export const COLOURS = Object.fromEntries(
+  EMOTIONS.map((e) => [e, rootStyle.getPropertyValue(`--emo-${e}`).trim() || FALLBACK_COLOUR]),
+);
 
 const CAPTURE_WIDTH = 640;
 const JPEG_QUALITY = 0.7;
@@ -285,7 +288,7 @@ export class LiveStream {
       const [bx, by, bw, bh] = t.box;
       // The video is mirrored on screen, so mirror the box (not the text).
       const x = w - (bx + bw) * sx, y = by * sy, bwS = bw * sx, bhS = bh * sy;
-      const colour = COLOURS[t.label] || "#4fc78a";
+      const colour = COLOURS[t.label] || FALLBACK_COLOUR;
       ctx.lineWidth = 3;
       ctx.strokeStyle = colour;
       ctx.strokeRect(x, y, bwS, bhS);

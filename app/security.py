@@ -11,6 +11,11 @@ CSP = (
 HSTS = "max-age=31536000"
 
 
+def form_expired(then: str = "try again") -> str:
+    """The one wording of a form refused by its CSRF check: what happened, and what to do (``then``)."""
+    return f"The form expired or came from another site: reload the page and {then}."
+
+
 def init_app(app) -> None:
     """Add the security headers to every response; trust ``TRUSTED_PROXIES`` proxies' X-Forwarded-* headers.
 
@@ -24,6 +29,7 @@ def init_app(app) -> None:
     if proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies)
     hsts = app.config["ENV"] == "production" and app.config.get("SESSION_COOKIE_SECURE")
+    app.jinja_env.globals["form_expired"] = form_expired
 
     @app.after_request
     def headers(response):

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from app.config import MIN_SECRET_KEY_LENGTH, ConfigError
+from app.security import form_expired
 from tests.browser import ServerError, ServerProcess, free_port
 from tests.classroom_fixtures import classroom_app, register
 from tests.conftest import make_app
@@ -146,8 +147,8 @@ def test_forms_posted_without_a_token_change_nothing(csrf_app):
     for client, url, data in no_token:
         resp = client.post(url, data=data)
         assert resp.status_code == 400, (url, resp.status_code)
-        if client is teacher:  # the buttons' forms: the page says why and what to do
-            assert "reload the page" in resp.get_data(as_text=True).lower(), url
+        # Forms and buttons alike say why and what to do, in the same words.
+        assert form_expired() in resp.get_data(as_text=True), url
     assert counts() == before
     with csrf_app.app_context():
         classroom = db.session.scalar(select(Classroom).where(Classroom.code == code))
@@ -163,7 +164,7 @@ def test_upload_form_needs_its_csrf_token(client, faces_dir):
     c = app.test_client()
     forged = c.post("/upload", data={"image": (io.BytesIO(photo), "p.jpg", "image/jpeg")},
                     content_type="multipart/form-data")
-    assert forged.status_code == 400 and "reload the page" in forged.get_data(as_text=True)
+    assert forged.status_code == 400 and form_expired("choose the photo again") in forged.get_data(as_text=True)
     assert 'id="result"' not in forged.get_data(as_text=True)
     ok = c.post("/upload", data={"image": (io.BytesIO(photo), "p.jpg", "image/jpeg"),
                                  "csrf_token": token(c, "/upload")}, content_type="multipart/form-data")

@@ -9,6 +9,7 @@ from wtforms import BooleanField, EmailField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, Regexp, ValidationError
 
 from app.classroom.models import CODE_ALPHABET, CODE_LENGTH, normalise_code
+from app.security import form_expired
 
 # Deliberately loose: the address is a login name here, nothing is mailed to it.
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -104,7 +105,7 @@ class DeleteForm(Form):
                            validators=[DataRequired(message="Tick the box to confirm.")])
 
 
-FORM_EXPIRED = "The form expired or came from another site: reload the page and try again."
+FORM_EXPIRED = form_expired()
 
 
 def require_valid(form: FlaskForm) -> None:

@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from app.concurrency import run_cpu
 from app.extensions import limiter
+from app.security import form_expired
 from app.upload import bp
 from app.upload.analysis import (
     ANALYZE_SCOPE,
@@ -30,7 +31,7 @@ from app.vision.preprocess import EMOTIONS
 
 BOX_COLOUR = (80, 200, 120)  # BGR
 PREVIEW_SIDE = 2048  # the annotated photo's longest side at most (JPEG cannot exceed 65,500 px; a page needs far less)
-CSRF_FAILED = "The form expired or came from another site: reload the page and choose the photo again."
+CSRF_FAILED = form_expired("choose the photo again")
 MB = 1024 * 1024
 # The page's wording of the decoder's refusals (the API keeps the decoder's precise ones), by a word in them.
 PLAIN_ERRORS = (

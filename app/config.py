@@ -189,6 +189,12 @@ def finalize(cfg: dict) -> dict:
                 "CLASSROOM_TIMELINE_STEP", "CLASSROOM_STALE_SECONDS", "CLASSROOM_NEGATIVE_SECONDS"):
         if float(cfg.get(key, getattr(Config, key))) <= 0:
             raise ConfigError(f"{key} must be positive")
+    if int(cfg.get("FULL_SCAN_EVERY", Config.FULL_SCAN_EVERY)) < 1:
+        raise ConfigError(f"FULL_SCAN_EVERY must be 1 (a full scan every frame) or more frames, "
+                          f"got {cfg['FULL_SCAN_EVERY']!r}")
+    share = float(cfg.get("CLASSROOM_NEGATIVE_SHARE", Config.CLASSROOM_NEGATIVE_SHARE))
+    if not 0 < share <= 1:
+        raise ConfigError(f"CLASSROOM_NEGATIVE_SHARE must be a share of the class above 0 and at most 1, got {share}")
     if int(cfg.get("CLASSROOM_RETENTION_DAYS", Config.CLASSROOM_RETENTION_DAYS)) < 0:
         raise ConfigError("CLASSROOM_RETENTION_DAYS must be 0 (keep forever) or a number of days")
     if cfg.get("INSTANCE_PATH") and not os.path.isabs(cfg["INSTANCE_PATH"]):

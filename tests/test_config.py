@@ -52,3 +52,21 @@ def test_stream_max_fps_must_be_finite_and_not_negative(monkeypatch, value):
 def test_overrides_are_checked_too(key, value):
     with pytest.raises(ConfigError, match=key):
         finalize({**Config.from_env(), key: value})
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("FULL_SCAN_EVERY", "0", "FULL_SCAN_EVERY must be 1 .* got 0"),
+    ("FULL_SCAN_EVERY", "-3", "FULL_SCAN_EVERY must be 1"),
+    ("CLASSROOM_NEGATIVE_SHARE", "0", "CLASSROOM_NEGATIVE_SHARE must be a share .* got 0.0"),
+    ("CLASSROOM_NEGATIVE_SHARE", "5", "CLASSROOM_NEGATIVE_SHARE must be a share"),  # the alert could never fire
+    ("CLASSROOM_NEGATIVE_SHARE", "-1", "CLASSROOM_NEGATIVE_SHARE must be a share"),
+])
+def test_settings_out_of_their_range_stop_the_start(monkeypatch, key, value, match):
+    with pytest.raises(ConfigError, match=match):
+        settings(monkeypatch, **{key: value})
+
+
+@pytest.mark.parametrize("key, value", [("FULL_SCAN_EVERY", "1"), ("CLASSROOM_NEGATIVE_SHARE", "1"),
+                                        ("CLASSROOM_NEGATIVE_SHARE", "0.25")])
+def test_settings_at_the_edge_of_their_range_are_accepted(monkeypatch, key, value):
+    assert settings(monkeypatch, **{key: value})[key] == type(getattr(Config, key))(value)

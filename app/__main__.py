@@ -18,11 +18,25 @@ if os.environ.get("ASYNC_MODE") == "eventlet":
 
     eventlet.monkey_patch()
 
+import argparse  # noqa: E402
 import sys  # noqa: E402
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """No options: ``--help`` says where the settings come from; anything else is refused (exit 2)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m app",
+        description="Serve MoodLens with Socket.IO's own server: the eventlet mode (ASYNC_MODE=eventlet), or "
+                    "the development server (threading). Production threading mode is served by gunicorn "
+                    "(make run, wsgi.py).",
+        epilog="Every setting is an environment variable, e.g. HOST (127.0.0.1), PORT (8000), ASYNC_MODE "
+               "(threading), MODEL_PATH, DATABASE_URL, MOODLENS_ENV, SECRET_KEY: see the README's Configuration.")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
     """Build the app and serve it until interrupted; 1 when it cannot start."""
+    parse_args(argv)
     from app import create_app
     from app.config import ConfigError
     from app.extensions import socketio

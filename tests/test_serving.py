@@ -99,5 +99,21 @@ def test_python_m_app_refuses_a_port_that_is_not_one(port, monkeypatch, capsys):
     from app.__main__ import main
 
     monkeypatch.setenv("PORT", port)
-    assert main() == 1
+    assert main([]) == 1
     assert f"MoodLens cannot start: PORT must be a port number from 1 to 65535, got {port!r}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, code, says", [
+    (["--help"], 0, "Every setting is an environment variable"),
+    (["--port", "9000"], 2, "unrecognized arguments: --port 9000"),
+])
+def test_python_m_app_answers_help_and_refuses_options_without_serving(argv, code, says, monkeypatch, capsys):
+    import app as package
+    from app.__main__ import main
+
+    monkeypatch.setattr(package, "create_app", lambda: pytest.fail("--help must not load the model or serve"))
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == code
+    out = capsys.readouterr()
+    assert says in out.out + out.err

@@ -55,7 +55,7 @@ test-fast: setup-dev
 	$(PY) -m pytest -m "not browser"
 
 bench: setup-tools
-	$(PY) -m benchmarks.pipeline
+	$(PY) -m benchmarks.pipeline --op-threads 1  # one thread per op, as the server runs (TF_INTRA_OP_THREADS)
 	$(PY) -m benchmarks.socket_roundtrip
 	$(PY) -m benchmarks.flood
 

@@ -173,3 +173,50 @@ def test_rate_limits_move_to_memory_without_waiting_on_a_hung_rate_limit_store(f
         assert took < 4, f"three requests took {took:.1f} s on the hung rate-limit store"
     finally:
         hung.close()
+
+
+class Clock:
+    """A stand-in for the ``time`` module of app.classroom.cluster: ``monotonic()`` is ``now``."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_an_outage_is_logged_at_its_start_once_a_minute_and_at_its_end(monkeypatch, caplog):
+    from app.classroom import cluster
+
+    clock = Clock()
+    monkeypatch.setattr(cluster, "time", clock)
+    caplog.set_level(logging.WARNING, logger="moodlens.test")
+    outage = cluster.RedisOutage(logging.getLogger("moodlens.test"), "the test", "redis://:secret@db:6379/0",
+                                 retry_after=3.0, meanwhile="it goes on alone", missed="calls without it")
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records]
+
+    assert not outage.skip() and outage.available  # up: every call goes through
+    outage.failed(OSError("timed out"))
+    assert lines() == [("the test: Redis at redis://:***@db:6379/0 unreachable (timed out): it goes on alone "
+                        "until it is back (tried again every 3 s)")]
+    # Down: calls are skipped, counted and not logged one by one, until the retry is due.
+    assert all(outage.skip() for _ in range(500)) and not outage.available
+    clock.now += 3.0
+    assert outage.available and not outage.skip()  # this call is the retry...
+    assert outage.skip()                           # ...and the others still skip meanwhile
+    outage.failed(OSError("timed out"))
+    assert len(lines()) == 1
+    # A minute on (the retry long due: one call tries), the next skipped call reminds once.
+    clock.now += cluster.OUTAGE_REMINDER_S
+    assert not outage.skip()
+    assert outage.skip() and outage.skip()
+    assert lines()[1:] == [("the test: Redis at redis://:***@db:6379/0 still unreachable after 63 s "
+                            "(504 calls without it)")]
+    outage.ok()  # the retry answered
+    assert lines()[2:] == [("the test: Redis at redis://:***@db:6379/0 reachable again after 63 s "
+                            "(505 calls without it)")]
+    assert outage.down_since is None and not outage.skip()
+    outage.ok()
+    assert len(lines()) == 3  # the end is logged once

@@ -20,7 +20,8 @@ One pipelined round trip per push tick carries all of it, for every session
 of the process. Nothing here runs on the frame path. Redis unreachable: the
 calls fail fast (short timeouts, no retries), :meth:`ClusterLink.exchange`
 returns None, the caller falls back to this process's own summary; the
-outage is logged once and the link tries again every few seconds.
+outage is logged when it starts, once a minute while it lasts and when it ends
+(:class:`RedisOutage`), and the link tries again every few seconds.
 
 The Socket.IO message queue on the same Redis (:class:`MessageQueue`, built
 for ``socketio.init_app`` by :func:`queue_options`) is bounded the same way:
@@ -52,7 +53,7 @@ PREFIX = "moodlens:class:"
 ENDED_TTL_S = 86400
 REDIS_TIMEOUT_S = 0.5       # every wait on Redis (connecting, each reply): it answers in a millisecond when up
 REDIS_RETRY_AFTER_S = 3.0   # Redis found unreachable: not tried again for this long (the callers go on without it)
-OUTAGE_REMINDER_S = 60.0    # a message queue outage is logged when it starts, then once a minute at most
+OUTAGE_REMINDER_S = 60.0    # an outage is logged when it starts, then once a minute at most, and when it ends
 QUEUE_CHANNEL = "flask-socketio"  # Flask-SocketIO's default channel: processes of other versions still interoperate
 # Keep the leadership if we hold it, take it if nobody does; 1: we lead (the key's TTL is (re)set), 0: not.
 LEADER_SCRIPT = """
@@ -98,6 +99,88 @@ def redis_options(timeout: float = REDIS_TIMEOUT_S) -> dict:
             "health_check_interval": 0}
 
 
+class RedisOutage:
+    """The outage bookkeeping of one Redis user (:class:`ClusterLink`, :class:`MessageQueue`), thread-safe.
+
+    A failed call starts an outage: then calls are skipped (and counted as
+    ``missed``) until a retry is due, ``retry_after`` s later; the call that
+    retries is let through alone, the others keep skipping until it is over. It
+    is logged when it starts, once a minute at most while it lasts (how long,
+    how many calls went without Redis) and when it ends, never call by call.
+    ``who`` names the user in the log lines, ``meanwhile`` what happens without
+    Redis, ``missed`` what the count counts.
+    """
+
+    def __init__(self, logger: logging.Logger, who: str, url: str, retry_after: float, meanwhile: str,
+                 missed: str):
+        self.log, self.who, self.url = logger, who, redacted(url)
+        self.retry_after, self.meanwhile, self.missed_what = retry_after, meanwhile, missed
+        self.down_since: float | None = None  # time.monotonic() of the first failure of the current outage
+        self.missed = 0                       # calls that went without Redis during it
+        self._next_try = self._next_reminder = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def available(self) -> bool:
+        """False while Redis is known to be away (until the next retry is due)."""
+        return self.down_since is None or time.monotonic() >= self._next_try
+
+    def skip(self) -> bool:
+        """True: go without Redis (it is away, no retry due; counted). False: call it (this call may be the retry)."""
+        if self.down_since is None:  # the usual case: no lock taken
+            return False
+        now = time.monotonic()
+        with self._lock:
+            if self.down_since is None:
+                return False
+            if now >= self._next_try:
+                self._next_try = now + self.retry_after  # this call retries; the others skip meanwhile
+                return False
+            self.missed += 1
+            reminder = self._reminder(now)
+        self._log_still_down(reminder)
+        return True
+
+    def failed(self, exc: Exception) -> None:
+        """A call failed (it counts as missed): the outage starts, or goes on; next retry ``retry_after`` s on."""
+        now = time.monotonic()
+        with self._lock:
+            first = self.down_since is None
+            if first:
+                self.down_since, self.missed = now, 0
+                self._next_reminder = now + OUTAGE_REMINDER_S
+            self.missed += 1
+            self._next_try = now + self.retry_after
+            reminder = None if first else self._reminder(now)
+        if first:
+            self.log.warning("%s: Redis at %s unreachable (%s): %s until it is back (tried again every %.0f s)",
+                             self.who, self.url, exc, self.meanwhile, self.retry_after)
+        self._log_still_down(reminder)
+
+    def ok(self) -> None:
+        """A call succeeded: an outage, if any, is over."""
+        if self.down_since is None:
+            return
+        with self._lock:
+            since, missed = self.down_since, self.missed
+            self.down_since, self.missed = None, 0
+        if since is not None:
+            self.log.warning("%s: Redis at %s reachable again after %.0f s (%d %s)", self.who, self.url,
+                             time.monotonic() - since, missed, self.missed_what)
+
+    def _reminder(self, now: float) -> tuple[float, int] | None:
+        """(seconds down, calls missed) when the outage is due to be logged again; call with the lock held."""
+        if self.down_since is None or now < self._next_reminder:
+            return None
+        self._next_reminder = now + OUTAGE_REMINDER_S
+        return now - self.down_since, self.missed
+
+    def _log_still_down(self, reminder: tuple[float, int] | None) -> None:
+        if reminder is not None:
+            self.log.warning("%s: Redis at %s still unreachable after %.0f s (%d %s)", self.who, self.url,
+                             reminder[0], reminder[1], self.missed_what)
+
+
 @dataclass
 class Exchange:
     """What one round trip brought back for one session."""
@@ -116,10 +199,10 @@ class ClusterLink:
         self.process_id = process_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.part_ttl = max(4.0 * push_every, 5.0)     # a part older than this: its process is gone
         self.leader_ttl = max(3.0 * push_every, 3.0)   # a leader that stops renewing is replaced after this
-        self.retry_after = retry_after
         self.client = redis.Redis.from_url(url, **redis_options(timeout))
-        self.down_since: float | None = None   # time.monotonic() of the first failure of the current outage
-        self._next_try = 0.0
+        self.outage = RedisOutage(log, "classroom", url, retry_after,
+                                  "each process pushes the live summary of its own students only",
+                                  "exchanges of live class parts without it")
         self.exchanges = 0
 
     @classmethod
@@ -138,27 +221,18 @@ class ClusterLink:
     @property
     def available(self) -> bool:
         """False while Redis is known to be away (until the next retry is due)."""
-        return self.down_since is None or time.monotonic() >= self._next_try
+        return self.outage.available
 
-    def _failed(self, exc: Exception) -> None:
-        now = time.monotonic()
-        if self.down_since is None:
-            self.down_since = now
-            log.warning("classroom: Redis at %s unreachable (%s): each process now pushes the live summary of "
-                        "its own students only, until Redis is back", redacted(self.url), exc)
-        self._next_try = now + self.retry_after
-
-    def _ok(self) -> None:
-        if self.down_since is not None:
-            log.warning("classroom: Redis at %s reachable again after %.0f s: live class summaries are merged "
-                        "across processes again", redacted(self.url), time.monotonic() - self.down_since)
-            self.down_since = None
+    @property
+    def down_since(self) -> float | None:
+        """time.monotonic() of the first failure of the current outage; None: Redis answers."""
+        return self.outage.down_since
 
     # -- parts ------------------------------------------------------------------------------------
     def exchange(self, parts: dict[int, dict], now: float) -> dict[int, Exchange] | None:
         """Publish ``parts`` (session id -> this process's part), claim or renew each session's leadership,
         and read the other processes' parts and the end markers: one round trip. None: Redis unreachable."""
-        if not parts or not self.available:
+        if not parts or self.outage.skip():
             return None
         ttl_ms = int(self.leader_ttl * 1000)
         try:
@@ -172,9 +246,9 @@ class ClusterLink:
                 pipe.get(ended_key(session_id))
             replies = pipe.execute()
         except (redis.RedisError, OSError) as exc:
-            self._failed(exc)
+            self.outage.failed(exc)
             return None
-        self._ok()
+        self.outage.ok()
         self.exchanges += 1
         out: dict[int, Exchange] = {}
         expired: list[tuple[int, bytes]] = []
@@ -187,7 +261,7 @@ class ClusterLink:
 
     def read(self, session_id: int, now: float) -> Exchange | None:
         """The other processes' parts of one session (no publishing, no leadership); None: Redis unreachable."""
-        if not self.available:
+        if self.outage.skip():
             return None
         try:
             pipe = self.client.pipeline(transaction=False)
@@ -195,9 +269,9 @@ class ClusterLink:
             pipe.get(ended_key(session_id))
             fields, ended = pipe.execute()
         except (redis.RedisError, OSError) as exc:
-            self._failed(exc)
+            self.outage.failed(exc)
             return None
-        self._ok()
+        self.outage.ok()
         expired: list[tuple[int, bytes]] = []
         got = Exchange(False, self._others(session_id, fields, now, expired), ended.decode() if ended else None)
         self._drop(expired)
@@ -235,7 +309,7 @@ class ClusterLink:
 
     def mark_ended(self, session_id: int, reason: str) -> bool:
         """Tell the other processes that the session ended (``reason``: "ended" or "deleted"); drop its parts."""
-        if not self.available:
+        if self.outage.skip():
             log.warning("classroom: Redis away: the other processes are not told that session %s ended", session_id)
             return False
         try:
@@ -244,10 +318,10 @@ class ClusterLink:
             pipe.delete(part_key(session_id), leader_key(session_id))
             pipe.execute()
         except (redis.RedisError, OSError) as exc:
-            self._failed(exc)
+            self.outage.failed(exc)
             log.warning("classroom: the other processes are not told that session %s ended", session_id)
             return False
-        self._ok()
+        self.outage.ok()
         return True
 
     def close(self) -> None:
@@ -270,74 +344,24 @@ class MessageQueue(RedisManager):
     def __init__(self, url: str, channel: str = QUEUE_CHANNEL, timeout: float = REDIS_TIMEOUT_S,
                  retry_after: float = REDIS_RETRY_AFTER_S):
         super().__init__(url, channel=channel, redis_options=redis_options(timeout))
-        self.retry_after = retry_after
-        self.down_since: float | None = None  # time.monotonic() of the first failure of the current outage
-        self.unsent = 0                       # events not published to the other processes during it
-        self._next_try = self._next_reminder = 0.0
-        self._lock = threading.Lock()
+        self.outage = RedisOutage(queue_log, "Socket.IO message queue", url, retry_after,
+                                  "events reach the clients of this process only",
+                                  "events not sent to the other processes")
 
     def _publish(self, data):
         """Publish ``data`` for the other processes: one attempt, ``timeout`` s at most; None when not sent."""
         message = self.json.dumps(data)
-        now = time.monotonic()
-        with self._lock:
-            skip = self.down_since is not None and now < self._next_try
-            if skip:
-                self.unsent += 1
-                reminder = self._reminder(now)
-            elif self.down_since is not None:
-                self._next_try = now + self.retry_after  # this call tries; the others skip meanwhile
-        if skip:
-            self._log_still_down(reminder)
+        if self.outage.skip():
             return None
         try:
             if not self.connected:
                 self._redis_connect()
             result = self.redis.publish(self.channel, message)
         except (redis.RedisError, OSError) as exc:
-            self._failed(exc)
+            self.outage.failed(exc)
             return None
-        self._ok()
+        self.outage.ok()
         return result
-
-    def _reminder(self, now: float) -> tuple[float, int] | None:
-        """(seconds down, events unsent) when the outage is due to be logged again; call with the lock held."""
-        if self.down_since is None or now < self._next_reminder:
-            return None
-        self._next_reminder = now + OUTAGE_REMINDER_S
-        return now - self.down_since, self.unsent
-
-    def _log_still_down(self, reminder: tuple[float, int] | None) -> None:
-        if reminder is not None:
-            queue_log.warning("Socket.IO message queue: Redis at %s still unreachable after %.0f s (%d events not "
-                              "sent to the other processes)", redacted(self.redis_url), *reminder)
-
-    def _failed(self, exc: Exception) -> None:
-        now = time.monotonic()
-        with self._lock:
-            first = self.down_since is None
-            if first:
-                self.down_since, self.unsent = now, 0
-                self._next_reminder = now + OUTAGE_REMINDER_S
-            self.unsent += 1
-            self._next_try = now + self.retry_after
-            reminder = None if first else self._reminder(now)
-        if first:
-            queue_log.warning("Socket.IO message queue: Redis at %s unreachable (%s): events reach the clients of "
-                              "this process only until it is back (tried again every %.0f s)",
-                              redacted(self.redis_url), exc, self.retry_after)
-        self._log_still_down(reminder)
-
-    def _ok(self) -> None:
-        if self.down_since is None:  # the usual case: no lock taken
-            return
-        with self._lock:
-            since, unsent = self.down_since, self.unsent
-            self.down_since, self.unsent = None, 0
-        if since is not None:
-            queue_log.warning("Socket.IO message queue: Redis at %s reachable again after %.0f s (%d events were "
-                              "not sent to the other processes)", redacted(self.redis_url),
-                              time.monotonic() - since, unsent)
 
 
 def queue_options(url: str | None) -> dict:

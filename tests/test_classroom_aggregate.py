@@ -114,13 +114,20 @@ def test_summary_distribution_covers_the_last_window_only():
     assert s["distribution"]["happy"] == 0.0
 
 
-def test_now_is_the_students_connected_now():
+def ann_and_ben(ann: list, ben: list, seconds: int, offset: float):
+    """An aggregate that Ann (id 1, sid "sid-a") and Ben (id 2, "sid-b") joined at T0 and sent ``ann`` and ``ben``
+    (their faces) once a second for ``seconds``, ``offset`` s into each second."""
     agg = make_agg()
     agg.join(1, "Ann", "sid-a", now=T0)
     agg.join(2, "Ben", "sid-b", now=T0)
-    for i in range(5):
-        agg.add(1, [face(happy=1.0)], now=T0 + i + 0.5)
-        agg.add(2, [face(sad=1.0)], now=T0 + i + 0.5)
+    for i in range(seconds):
+        agg.add(1, ann, now=T0 + i + offset)
+        agg.add(2, ben, now=T0 + i + offset)
+    return agg
+
+
+def test_now_is_the_students_connected_now():
+    agg = ann_and_ben([face(happy=1.0)], [face(sad=1.0)], seconds=5, offset=0.5)
     agg.leave(2, "sid-b", now=T0 + 5)  # Ben left a second ago: his last seconds are still in the window
     s = agg.summary(now=T0 + 6, full_timeline=True)
     assert s["students"] == 1 and s["faces"] == 1  # not 2 faces for 1 student
@@ -226,12 +233,7 @@ def test_camera_stopped_and_connection_lost_alerts():
 
 
 def test_tiles_show_the_current_smoothed_emotion():
-    agg = make_agg()
-    agg.join(1, "Ann", "a", now=T0)
-    agg.join(2, "Ben", "b", now=T0)
-    for i in range(4):
-        agg.add(1, [face(happy=0.9)], now=T0 + i + 0.2)
-        agg.add(2, [], now=T0 + i + 0.2)
+    agg = ann_and_ben([face(happy=0.9)], [], seconds=4, offset=0.2)
     tiles = {t["name"]: t for t in agg.summary(now=T0 + 4)["per_student"]}
     assert tiles["Ann"]["label"] == "happy" and tiles["Ann"]["status"] == "active"
     assert tiles["Ann"]["score"] == pytest.approx(0.9) and tiles["Ann"]["last_seen"].endswith("Z")

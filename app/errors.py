@@ -5,6 +5,7 @@ import re
 
 from flask import jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.wsgi import LimitedStream
 
 UPLOAD_SUBMIT = "upload.upload_submit"
 BARE_LIMIT = re.compile(r"\d+ per \d+ \w+")  # Flask-Limiter's description of a limit hit ("30 per 1 minute")
@@ -21,8 +22,11 @@ def init_app(app) -> None:
     def handle_http(exc: HTTPException):
         if wants_json():
             message = exc.description or exc.name
-            if exc.code == 413:
+            if exc.code == 413 and body_over_limit():
                 message = f"request too large: the limit is {app.config['MAX_UPLOAD_BYTES']} bytes"
+            elif exc.code == 413:
+                message = (f"request refused: more than {app.config['MAX_FORM_PARTS']} form fields, or a form "
+                           f"field (not a file) over {app.config['MAX_FORM_MEMORY_SIZE']} bytes")
             if exc.code == 429:
                 message = f"too many requests from this client (limit: {exc.description}): wait, then try again"
             return jsonify(error=message), exc.code
@@ -35,6 +39,22 @@ def init_app(app) -> None:
             if page is not None:
                 return page
         return render_template("error.html", code=exc.code, title=exc.name, message=_plain(exc)), exc.code
+
+
+def body_over_limit() -> bool:
+    """Whether a 413 was for the request's size (``MAX_CONTENT_LENGTH``), not for its form's fields.
+
+    Werkzeug raises the same 413 for a body over the limit, more than ``MAX_FORM_PARTS`` parts and a field
+    over ``MAX_FORM_MEMORY_SIZE``: only the body's length tells them apart.
+    """
+    limit = request.max_content_length
+    if limit is None:
+        return False
+    if request.content_length is not None:
+        return request.content_length > limit
+    # No length given (chunked): the body was cut off at the limit if its stream was read that far.
+    stream = request.__dict__.get("stream")  # only if already made: making it here could raise again
+    return isinstance(stream, LimitedStream) and stream.limit == limit and stream.is_exhausted
 
 
 def _plain(exc: HTTPException) -> str:

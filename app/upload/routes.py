@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import base64
-import io
 import math
 import time
 
 import cv2
 from flask import current_app, render_template, request
 from flask_wtf import FlaskForm
-from PIL import Image
 from werkzeug.exceptions import HTTPException
 
 from app.concurrency import run_cpu
+from app.errors import body_over_limit
 from app.extensions import limiter
 from app.security import form_expired
 from app.upload import bp
@@ -25,13 +24,16 @@ from app.upload.analysis import (
     analyze_upload,
     image_from_request,
 )
-from app.vision.images import ImageError, ImageTooLarge, UnsupportedImage
+from app.vision.images import ImageError, ImageTooLarge, UnsupportedImage, sniff_format
 from app.vision.pipeline import STILL_SETTINGS
 from app.vision.preprocess import EMOTIONS
 
 BOX_COLOUR = (80, 200, 120)  # BGR
 PREVIEW_SIDE = 2048  # the annotated photo's longest side at most (JPEG cannot exceed 65,500 px; a page needs far less)
 CSRF_FAILED = form_expired("choose the photo again")
+# Only a request made by hand (the page sends the photo and one token) has more fields than Flask's limit.
+FORM_TOO_MUCH = ("The form sent too much besides the photo (too many fields, or a field that is too large): "
+                 "reload the page and choose the photo again.")
 MB = 1024 * 1024
 # The page's wording of the decoder's refusals (the API keeps the decoder's precise ones), by a word in them.
 PLAIN_ERRORS = (
@@ -43,6 +45,11 @@ PLAIN_ERRORS = (
     ("corrupt", "This file is damaged or incomplete: try saving the photo again."),
     ("truncated", "This file is damaged or incomplete: try saving the photo again."),
     ("no pixels", "This file is damaged or incomplete: try saving the photo again."),
+    # The decoder's own structure limits; after "corrupt", so Pillow's words ("... text chunks") read as damage.
+    ("markers", ("This JPEG is saved in an unusual way that is not accepted (too much data before the picture): "
+                 "save it again as an ordinary JPEG.")),
+    ("chunks", ("This PNG is saved in an unusual way that is not accepted (split into too many pieces): "
+                "save it again as an ordinary PNG.")),
 )
 
 
@@ -93,14 +100,13 @@ def megabytes(size: int, over: int | None = None) -> str:
     return f"{tenths / 10:.1f}".removesuffix(".0")
 
 
-def _format_name(data: bytes | None) -> str | None:
-    """The format the bytes are in ("GIF"), read from their header, or what the form said the file is."""
-    if data:
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                return img.format
-        except (OSError, ValueError, SyntaxError):  # not readable at all: what the browser said the file is will do
-            pass
+def _format_name(exc: UnsupportedImage, data: bytes | None) -> str | None:
+    """The refused file's format ("GIF"): as the decoder named it, else from the first bytes, else what the
+    form said the file is. Never parses the upload: this runs on the request's thread (an event loop's, under
+    eventlet), not through ``run_cpu``."""
+    kind = exc.format or (sniff_format(data[:32]) if data else None)
+    if kind:
+        return kind
     upload = request.files.get("image")
     mimetype = (upload.mimetype if upload else "") or ""
     if mimetype.startswith("image/"):
@@ -120,7 +126,7 @@ def plain_message(exc: ImageError, data: bytes | None) -> str:
         return (f"This photo has too many pixels (the limit is {pixels / 1e6:g} megapixels): "
                 "save a smaller copy and try again.")
     if isinstance(exc, UnsupportedImage):
-        kind = _format_name(data)
+        kind = _format_name(exc, data)
         what = f"{kind} files are" if kind else "This kind of file is"
         return f"{what} not supported: use a JPEG, PNG or WebP photo."
     text = str(exc).lower()
@@ -150,7 +156,10 @@ def _retry_after() -> int | None:
 
 def http_error_page(exc: HTTPException):
     """The upload page for an HTTP error on ``POST /upload``: 413 (body over the limit, refused before
-    the view reads it) or 429 (rate limit), with the form and a plain message; else None."""
+    the view reads it, or a form with too many fields) or 429 (rate limit), with the form and a plain
+    message; else None."""
+    if exc.code == 413 and not body_over_limit():  # small enough: too many form fields, or one too large
+        return refused(FORM_TOO_MUCH, 413)
     if exc.code == 413:
         limit = current_app.config["MAX_UPLOAD_BYTES"]
         size = request.content_length  # the whole form: the photo and a few hundred bytes more

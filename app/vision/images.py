@@ -2,7 +2,9 @@
 
 Sizes are checked twice before any pixel is decoded: the byte count, then the
 dimensions read from the file header. A 30000x30000 PNG of a few kilobytes is
-refused without allocating its pixels.
+refused without allocating its pixels. Before that, only JPEG, PNG and WebP, known by their first bytes,
+reach Pillow, and only when their header is cheap to read: other formats are named, never parsed, and a
+flood of JPEG markers or PNG chunks is refused before Pillow walks it in Python.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.JpegImagePlugin import MARKER as JPEG_MARKERS  # which markers Pillow reads a length after
 
 SUPPORTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 SUPPORTED_MIME = set(SUPPORTED_FORMATS.values())
@@ -22,6 +25,25 @@ FORMAT_ALIASES = {"MPO": "JPEG"}
 # ones take a core for seconds (15 s for a 1 MB frame). Counted in the bytes before any pixel is decoded.
 MAX_JPEG_SCANS = 100
 JPEG_SOS = b"\xff\xda"  # start-of-scan marker; never occurs inside entropy-coded data (0xFF is stuffed there)
+# Pillow reads a JPEG's header, up to the first scan, one marker (and one stray byte) at a time in Python:
+# 2.5 million empty markers took 5 s. Cameras write a few dozen (EXIF, XMP, ICC in 64 KB pieces, tables);
+# the budgets leave room for far more and cost Pillow a few milliseconds.
+MAX_JPEG_HEADER_MARKERS = 1000
+MAX_JPEG_STRAY_BYTES = 64 * 1024  # fill and junk bytes between markers
+# Pillow also reads every PNG chunk in Python (0.8 million empty ones took 7 s). libpng writes its pixels in
+# 8 KB chunks, about 1300 for a 10 MB PNG.
+MAX_PNG_CHUNKS = 10_000
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Other formats are named from their first bytes, never handed to Pillow: some of its parsers read a whole
+# header in Python (an EPS of 10 MB took 9 s to be refused).
+OTHER_MAGIC = (
+    (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"BM", "BMP"), (b"II*\0", "TIFF"), (b"MM\0*", "TIFF"),
+    (b"%!PS", "EPS"), (b"\xc5\xd0\xd3\xc6", "EPS"), (b"%PDF", "PDF"), (b"8BPS", "PSD"), (b"\0\0\1\0", "ICO"),
+    (b"\0\0\2\0", "CUR"), (b"icns", "ICNS"), (b"qoif", "QOI"), (b"DDS ", "DDS"), (b"\xff\x4f\xff\x51", "JPEG2000"),
+    (b"\0\0\0\x0cjP  \r\n\x87\n", "JPEG2000"), (b"\xff\x0a", "JPEG XL"), (b"\0\0\0\x0cJXL \r\n\x87\n", "JPEG XL"),
+)
+HEIF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"heim": "HEIC", b"heis": "HEIC", b"mif1": "HEIF",
+               b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
 # Pixels converted at a time. Beside Pillow's decoded image only the results (BGR, gray) are ever full
 # size, never a converted copy: a 6300x6300 PNG peaks at 280 MiB while decoded, not 540 (990 with alpha).
 BAND_PIXELS = 1 << 20
@@ -39,7 +61,13 @@ class ImageTooLarge(ImageError):
 
 
 class UnsupportedImage(ImageError):
+    """An image in a format not accepted; ``format`` names it ("GIF") when its bytes said which."""
+
     status = 415
+
+    def __init__(self, message: str, format: str | None = None):
+        super().__init__(message)
+        self.format = format
 
 
 @dataclass
@@ -59,28 +87,102 @@ class DecodedImage:
         return int(self.gray.shape[0])
 
 
+def sniff_format(head: bytes) -> str | None:
+    """The format the first bytes of a file say it is in ("JPEG", "GIF", "HEIC"), or None; nothing is parsed."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(PNG_SIGNATURE):
+        return "PNG"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS:
+        return HEIF_BRANDS[head[8:12]]
+    if head[:1] == b"P" and head[1:2] in b"1234567" and head[2:3] in b" \t\r\n":  # also PBM, PGM, PAM
+        return "PPM"
+    return next((name for magic, name in OTHER_MAGIC if head.startswith(magic)), None)
+
+
+def _jpeg_header_work(data: bytes) -> tuple[int, int]:
+    """(markers, stray bytes) that Pillow steps through one by one before the first scan, counted as it
+    does, up to a little past the budgets."""
+    pos, markers, stray = 2, 0, 0
+    while pos + 1 < len(data) and markers <= MAX_JPEG_HEADER_MARKERS and stray <= MAX_JPEG_STRAY_BYTES:
+        if data[pos] != 0xFF:  # junk: skipped here at C speed, by Pillow a byte at a time
+            nxt = data.find(b"\xff", pos, pos + MAX_JPEG_STRAY_BYTES + 2)
+            stray += (nxt if nxt >= 0 else len(data)) - pos
+            if nxt < 0:
+                break
+            pos = nxt
+            continue
+        code = 0xFF00 | data[pos + 1]
+        if code == 0xFFFF:  # a fill byte before a marker
+            stray, pos = stray + 1, pos + 1
+        elif code == 0xFF00:
+            stray, pos = stray + 2, pos + 2
+        elif code not in JPEG_MARKERS or code == 0xFFDA:  # Pillow refuses the file, or the image data starts
+            break
+        else:
+            markers += 1
+            if JPEG_MARKERS[code][2] is None:  # no length: SOI, RSTn, and what Pillow takes as such
+                pos += 2
+            else:  # Pillow reads the length, then skips what follows (nothing when the length is below 2)
+                pos += 2 + max(int.from_bytes(data[pos + 2:pos + 4], "big"), 2)
+    return markers, stray
+
+
+def _png_chunks(data: bytes) -> int:
+    """How many chunks Pillow would read, up to one past ``MAX_PNG_CHUNKS``."""
+    pos, chunks = len(PNG_SIGNATURE), 0
+    while pos + 8 <= len(data) and chunks <= MAX_PNG_CHUNKS:
+        chunks += 1
+        if data[pos + 4:pos + 8] == b"IEND":
+            break
+        pos += 12 + int.from_bytes(data[pos:pos + 4], "big")
+    return chunks
+
+
+def _check_structure(data: bytes, fmt: str) -> None:
+    """Refuse, before Pillow parses it, a file whose header would cost Pillow more than any photo's."""
+    if fmt == "JPEG":
+        markers, stray = _jpeg_header_work(data)
+        if markers > MAX_JPEG_HEADER_MARKERS or stray > MAX_JPEG_STRAY_BYTES:
+            raise ImageError(f"JPEG has more than {MAX_JPEG_HEADER_MARKERS} markers before its image data "
+                             f"(or more than {MAX_JPEG_STRAY_BYTES} stray bytes between them); save it again")
+        scans = data.count(JPEG_SOS)
+        if scans > MAX_JPEG_SCANS:
+            raise ImageError(f"JPEG has {scans} scans; at most {MAX_JPEG_SCANS} are accepted")
+    elif fmt == "PNG" and _png_chunks(data) > MAX_PNG_CHUNKS:
+        raise ImageError(f"PNG has more than {MAX_PNG_CHUNKS} chunks; save it again")
+
+
 def _open_header(data: bytes, max_bytes: int, max_pixels: int) -> tuple[Image.Image, str]:
-    """The image opened (header read, no pixel decoded) and its format (MPO taken as JPEG), once checked."""
+    """The image opened (header read, no pixel decoded) and its format (MPO taken as JPEG), once checked.
+
+    Only JPEG, PNG and WebP reach Pillow, and only once their header is known to be cheap to read.
+    """
     if not data:
         raise ImageError("empty image: no bytes received")
     if len(data) > max_bytes:
         raise ImageTooLarge(f"image is {len(data)} bytes; the limit is {max_bytes} bytes")
+    fmt = sniff_format(data[:32])
+    if fmt is None:
+        raise ImageError("not an image: the bytes are not a JPEG, PNG or WebP file")
+    if fmt not in SUPPORTED_FORMATS:
+        raise UnsupportedImage(f"unsupported image format {fmt}; send JPEG, PNG or WebP", format=fmt)
+    _check_structure(data, fmt)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=[fmt])  # JPEG's opener also gives MPO
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageTooLarge(f"image dimensions exceed the limit of {max_pixels} pixels") from None
     except UnidentifiedImageError:
-        raise ImageError("not an image: the bytes are not a JPEG, PNG or WebP file") from None
+        raise ImageError(f"corrupt image header: not a readable {fmt} file") from None
     except Exception as exc:
         raise ImageError(f"corrupt image header: {exc}") from None
-    fmt = FORMAT_ALIASES.get(img.format, img.format)
-    if fmt not in SUPPORTED_FORMATS:
-        raise UnsupportedImage(f"unsupported image format {img.format}; send JPEG, PNG or WebP")
-    scans = data.count(JPEG_SOS) if fmt == "JPEG" else 0
-    if scans > MAX_JPEG_SCANS:
-        raise ImageError(f"JPEG has {scans} scans; at most {MAX_JPEG_SCANS} are accepted")
+    if FORMAT_ALIASES.get(img.format, img.format) != fmt:  # cannot happen with formats=[fmt]; never decode a surprise
+        img.close()
+        raise UnsupportedImage(f"unsupported image format {img.format}; send JPEG, PNG or WebP", format=img.format)
     w, h = img.size
     if w <= 0 or h <= 0:
         raise ImageError(f"image has no pixels ({w}x{h})")

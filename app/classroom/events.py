@@ -24,7 +24,10 @@ logged in as a teacher):
 - ``dashboard_join`` ``{"code"}`` -> ack ``{"ok": true, "summary"}`` (the full
   summary) or ``{"error"}``; the socket then gets ``mood`` summaries every
   ``CLASSROOM_PUSH_SECONDS`` and ``session_ended`` when the session ends.
-- ``dashboard_leave`` ``{"code"}``: stop receiving them.
+- ``dashboard_leave`` ``{"code"}`` -> ack ``{"ok": true}``: stop receiving them.
+
+Every event takes a missing payload, one of the wrong type, or extra
+arguments (ignored), and answers as above: an ``{"error"}`` ack at worst.
 """
 from __future__ import annotations
 
@@ -95,8 +98,8 @@ def dashboard_connect(auth=None):
 
 
 @socketio.on("dashboard_join", namespace=NAMESPACE)
-def dashboard_join(data=None):
-    """``{"code"}`` -> join the class's teacher room; ack ``{"ok", "summary"}`` or ``{"error"}``."""
+def dashboard_join(data=None, *_extra):
+    """``{"code"}`` (more arguments ignored) -> join its teacher room; ack ``{"ok", "summary"}`` or ``{"error"}``."""
     if not current_user.is_authenticated:
         return {"error": "log in as the class's teacher"}
     code = normalise_code(data.get("code") if isinstance(data, dict) else None)
@@ -111,8 +114,8 @@ def dashboard_join(data=None):
 
 
 @socketio.on("dashboard_leave", namespace=NAMESPACE)
-def dashboard_leave(data=None):
-    """Stop receiving a class's summaries; ack ``{"ok": true}``."""
+def dashboard_leave(data=None, *_extra):
+    """``{"code"}`` (more arguments ignored) -> leave its teacher room; ack ``{"ok": true}``, whatever was sent."""
     code = normalise_code(data.get("code") if isinstance(data, dict) else None)
     if code:
         leave_room(room(code))

@@ -1,9 +1,11 @@
 """The threading mode's WebSocket: read in chunks that fit a live frame, written one frame at a time (none after
-the close frame), closed quietly once the client has gone. In every mode: binary packets of one attachment at most."""
+the close frame), closed quietly once the client has gone. In every mode: a broken Socket.IO packet, or a binary
+packet of more than one attachment, closes its connection with one warning."""
 from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 
 import simple_websocket
 from engineio.async_drivers._websocket_wsgi import SimpleWebSocketWSGI
@@ -91,41 +93,139 @@ def install(socketio) -> bool:
     return True
 
 
-class TooManyAttachments(ValueError):
+class MalformedPacket(ValueError):
+    """A Socket.IO packet that breaks the protocol, or announces what no event of this app carries."""
+
+
+class TooManyAttachments(MalformedPacket):
     """A binary packet announced more attachments than any event of this app carries."""
 
 
+# Event names the Socket.IO client refuses to emit: python-socketio would run the app's own ``connect`` or
+# ``disconnect`` handler for a client that sent one (a forged "lost connection" for a classroom student).
+RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting", "newListener",
+                             "removeListener"})
+CLIENT_PACKETS = frozenset({packet.CONNECT, packet.DISCONNECT, packet.EVENT, packet.ACK, packet.BINARY_EVENT,
+                            packet.BINARY_ACK})  # a client never sends CONNECT_ERROR
+BINARY_PACKETS = frozenset({packet.BINARY_EVENT, packet.BINARY_ACK})
+
+
 class OneAttachmentPacket(packet.Packet):
-    """A Socket.IO packet that announces at most one binary attachment: a ``frame`` carries one JPEG.
+    """A Socket.IO packet that a client may send: well formed, and announcing one binary attachment at most.
 
     python-socketio keeps every binary message that follows a binary packet's header until as many as the
     header announced have arrived, and accepts up to 9,999,999,999: one connection could make the server
-    hold message after message of up to ``MAX_FRAME_BYTES``, never answered.
+    hold message after message of up to ``MAX_FRAME_BYTES``, never answered. A ``frame`` carries one JPEG.
+
+    It also trusts the rest of the packet: undecodable JSON, an event with no name, or a placeholder for an
+    attachment that was never announced raised an error per packet (with a traceback in the log), and the
+    last left the connection waiting for attachments forever, refusing every later message. Each of these
+    now raises ``MalformedPacket`` while the packet is decoded, before python-socketio keeps any state.
     """
 
     MAX_ATTACHMENTS = 1
+    MAX_BINARY_DEPTH = 32  # python-socketio rebuilds a binary packet's data recursively; a frame's is 2 deep
+
+    def __init__(self, *args, encoded_packet=None, **kwargs):
+        if encoded_packet is not None and not encoded_packet:
+            # The base class would take an empty packet for an event of no data and fail on it later.
+            raise MalformedPacket("empty Socket.IO packet")
+        super().__init__(*args, encoded_packet=encoded_packet, **kwargs)
 
     def decode(self, encoded_packet):
-        count = super().decode(encoded_packet)
-        if count and count > self.MAX_ATTACHMENTS:
+        """Decode a client's packet; the number of attachments to wait for, or ``MalformedPacket``."""
+        if not isinstance(encoded_packet, str):
+            raise MalformedPacket("binary message with no binary packet announcing it")
+        try:
+            count = super().decode(encoded_packet)
+        except RecursionError:
+            raise MalformedPacket("packet data nested too deep to decode") from None
+        except ValueError as exc:  # JSON that does not parse (JSONDecodeError is one), a packet type not a digit
+            raise MalformedPacket(f"undecodable packet: {str(exc)[:120]}") from None
+        if count > self.MAX_ATTACHMENTS:
             raise TooManyAttachments(f"binary packet announces {count} attachments; at most {self.MAX_ATTACHMENTS}")
+        if self.packet_type not in CLIENT_PACKETS:
+            raise MalformedPacket(f"packet type {self.packet_type} is not one a client sends")
+        if self.packet_type in (packet.EVENT, packet.BINARY_EVENT):
+            if not (isinstance(self.data, list) and self.data and isinstance(self.data[0], str)):
+                raise MalformedPacket("event packet without an event name")
+            if self.data[0] in RESERVED_EVENTS:
+                raise MalformedPacket(f"event name {self.data[0]!r} is reserved")
+        elif self.packet_type in (packet.ACK, packet.BINARY_ACK) and not isinstance(self.data, list):
+            raise MalformedPacket("ack packet whose data is not a list")
+        if self.packet_type in BINARY_PACKETS:
+            if count < 1:
+                raise MalformedPacket("binary packet announcing no attachment")
+            self._check_placeholders(count)
         return count
+
+    def _check_placeholders(self, count: int) -> None:
+        """Every placeholder names one of the ``count`` attachments, at most ``MAX_BINARY_DEPTH`` levels deep."""
+        stack = [(self.data, 1)]
+        while stack:
+            item, depth = stack.pop()
+            if not isinstance(item, (list, dict)):
+                continue
+            if depth > self.MAX_BINARY_DEPTH:
+                raise MalformedPacket(f"binary packet nested deeper than {self.MAX_BINARY_DEPTH} levels")
+            if isinstance(item, dict):
+                if item.get("_placeholder") and "num" in item:  # what python-socketio replaces by an attachment
+                    num = item["num"]
+                    if isinstance(num, bool) or not isinstance(num, int) or not 0 <= num < count:
+                        raise MalformedPacket(f"placeholder for an attachment other than the {count} announced")
+                    continue
+                item = item.values()
+            stack.extend((child, depth + 1) for child in item)
+
+
+# What python-socketio's own handling of a packet raises for a packet decode lets through (a binary packet for
+# a namespace the client has not connected: ValueError). Raised inside an app's handler instead, they are bugs.
+PROTOCOL_ERRORS = (ValueError, KeyError, IndexError, TypeError, RecursionError)
+_PROTOCOL_MODULES = ("socketio.", "engineio.")
+
+
+def _raised_by_protocol(exc: BaseException) -> bool:
+    """Whether every frame below the message hook is python-socketio's or python-engineio's (no app handler)."""
+    tb = exc.__traceback__.tb_next if exc.__traceback__ else None  # below the hook's own frame
+    while tb is not None:
+        if not tb.tb_frame.f_globals.get("__name__", "").startswith(_PROTOCOL_MODULES):
+            return False
+        tb = tb.tb_next
+    return True
 
 
 def limit_attachments(socketio) -> None:
-    """Refuse binary packets of more than one attachment by closing the connection that sent one.
+    """Close the connection that sends a broken packet, or a binary packet of more than one attachment.
 
-    Call after ``socketio.init_app``. The refusal is one warning in the log, not a traceback per packet.
+    Call after ``socketio.init_app``. The refusal is one warning line in the log, not a traceback per
+    packet, in every async mode (the hook is Engine.IO's, above the transport). An exception raised by an
+    event handler (with ``async_handlers=False``, on this same call) is a bug: it keeps its traceback.
     """
     server = socketio.server
     server.packet_class = OneAttachmentPacket
     handle_message = server.eio.handlers["message"]
 
+    # Connections closed lately: the messages a client sent after its broken packet may still arrive (its
+    # attachment, above all), and they are as broken; one warning per connection is enough.
+    refused: deque[str] = deque(maxlen=256)
+
+    def refuse(eio_sid, why: str) -> None:
+        server._binary_packet.pop(eio_sid, None)  # no half-received packet left to take later messages
+        if eio_sid in refused:
+            log.debug("connection %s already closed: %s", eio_sid, why)
+            return
+        refused.append(eio_sid)
+        log.warning("connection %s closed: %s", eio_sid, why)
+        server.eio.disconnect(eio_sid)
+
     def on_message(eio_sid, data):
         try:
             return handle_message(eio_sid, data)
-        except TooManyAttachments as exc:
-            log.warning("connection %s closed: %s", eio_sid, exc)
-            server.eio.disconnect(eio_sid)
+        except MalformedPacket as exc:
+            refuse(eio_sid, str(exc))
+        except PROTOCOL_ERRORS as exc:
+            if not _raised_by_protocol(exc):
+                raise
+            refuse(eio_sid, f"broken Socket.IO packet ({type(exc).__name__}: {str(exc)[:120]})")
 
     server.eio.on("message", on_message)

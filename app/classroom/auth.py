@@ -1,6 +1,7 @@
 """Teacher accounts: register, log in (rate-limited), log out."""
 from __future__ import annotations
 
+import hashlib
 import unicodedata
 from urllib.parse import urlsplit
 
@@ -11,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.classroom import bp
-from app.classroom.forms import ActionForm, LoginForm, RegisterForm, require_valid
+from app.classroom.forms import ActionForm, LoginForm, RegisterForm, normalise_email, require_valid
 from app.classroom.models import Teacher
 from app.extensions import db, limiter, login_manager
 
@@ -24,8 +25,13 @@ def _login_limit() -> str:
 
 
 def _email_key() -> str:
-    """Rate-limit key per account, so spreading guesses over many addresses is not free either."""
-    return "email:" + (request.form.get("email") or "").strip().lower()
+    """Rate-limit key per account, so spreading guesses over many addresses is not free either.
+
+    The account as the form reads it (stripped, lower-cased, so any case counts for one account), hashed:
+    each key is 64 characters, so a posted 400 KB "email" cannot fill the limiter's storage for an hour.
+    """
+    email = normalise_email(request.form.get("email") or "")
+    return "email:" + hashlib.sha256(email.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def safe_next(target: str | None) -> str | None:
@@ -71,7 +77,7 @@ def register():
     """Create a teacher account and log it in."""
     form = RegisterForm()
     if form.validate_on_submit():
-        email = form.email.data.lower()
+        email = form.email.data  # lower-cased by the form
         teacher = None
         if db.session.scalar(select(Teacher).where(func.lower(Teacher.email) == email)) is None:
             teacher = Teacher(email=email, name=form.name.data)
@@ -99,7 +105,7 @@ def login():
     global _DUMMY_HASH
     form = LoginForm()
     if form.validate_on_submit():
-        email = form.email.data.lower()
+        email = form.email.data  # lower-cased by the form
         teacher = db.session.scalar(select(Teacher).where(func.lower(Teacher.email) == email))
         if teacher is not None and teacher.check_password(form.password.data):
             login_user(teacher)

@@ -2,26 +2,116 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from flask import abort, request
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, StringField
-from wtforms.validators import DataRequired, EqualTo, Length, Regexp, ValidationError
+from wtforms.validators import DataRequired, EqualTo, Length, ValidationError
 
 from app.classroom.models import CODE_ALPHABET, CODE_LENGTH, normalise_code
 from app.security import form_expired
 
-# Deliberately loose: the address is a login name here, nothing is mailed to it.
-EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+EMAIL_MAX = 254  # the column's length, checked on the address as stored (lower-cased)
+
+PRINTABLE = "Use letters, digits and ordinary punctuation only."
+INVISIBLE = "Remove the invisible characters (such as zero-width spaces or text-direction marks)."
+NOTHING_VISIBLE = "Type at least one visible letter, digit or sign."
+
+# Letters and symbols to Unicode that draw nothing: the Hangul fillers, the blank Braille pattern and the
+# null notehead, the usual ways to make a name that looks empty.
+BLANK = frozenset("\u115f\u1160\u3164\uffa0\u2800\U0001d159")
+# Format characters that real text needs: the zero-width non-joiner and joiner shape Persian and Indic
+# words and join emoji (👩‍🔬); allowed between two characters that show, never at an edge or in a row.
+JOINERS = frozenset("\u200c\u200d")
+# A black flag followed by tag letters and a cancel tag is a subdivision flag (Scotland, Wales, England).
+FLAG_TAGS = re.compile("\U0001f3f4[\U000e0020-\U000e007e]+\U000e007f")
 
 
 def _strip(value):
+    """``value`` with its whitespace runs made single spaces and the ends trimmed (non-strings unchanged)."""
     return " ".join(value.split()) if isinstance(value, str) else value
 
 
+def normalise_email(value):
+    """An email as stored and looked up: whitespace stripped, lower-cased (non-strings unchanged).
+
+    Lower-casing can lengthen it ("İ" becomes two characters), so the length is checked on this.
+    """
+    value = _strip(value)
+    return value.lower() if isinstance(value, str) else value
+
+
+def _shows(ch: str) -> bool:
+    """Whether ``ch`` draws something: a letter, digit, punctuation or symbol that is not blank.
+
+    A code point unknown to this Python's Unicode tables counts as shown (most likely a newer emoji),
+    except in plane 14, which holds only tags and variation selectors.
+    """
+    category = unicodedata.category(ch)
+    if category == "Cn":
+        return not 0xE0000 <= ord(ch) <= 0xEFFFF
+    return category[0] in "LNPS" and ch not in BLANK
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` would not read as typed (a control or invisible character, nothing visible), else None."""
+    if text.isascii() and text.isprintable():  # the common case, without a look at each character
+        return None if text.strip() else NOTHING_VISIBLE
+    if any(unicodedata.category(ch) == "Cc" for ch in text):
+        return PRINTABLE
+    text = FLAG_TAGS.sub("\U0001f3f4", text)
+    for i, ch in enumerate(text):
+        if ch in JOINERS:
+            if 0 < i < len(text) - 1 and _joins(text[i - 1]) and _shows(text[i + 1]):
+                continue
+            return INVISIBLE
+        if ch in BLANK or unicodedata.category(ch) == "Cf":
+            return INVISIBLE
+    return None if any(_shows(ch) for ch in text) else NOTHING_VISIBLE
+
+
+def _joins(ch: str) -> bool:
+    """Whether a joiner may follow ``ch``: a character that shows, or a mark on one (🏳️‍🌈 has a variation
+    selector before its joiner)."""
+    return _shows(ch) or unicodedata.category(ch)[0] == "M"
+
+
+def _too_long(field) -> bool:
+    """Whether the field's Length refuses its text (then a 500 KB post is not worth a look at each character)."""
+    return any(isinstance(v, Length) and 0 <= v.max < len(field.data) for v in field.validators)
+
+
 def _printable(_form, field) -> None:
-    if field.data and re.search(r"[\x00-\x1f\x7f]", field.data):
-        raise ValidationError("Use letters, digits and ordinary punctuation only.")
+    """Refuses text with control or invisible characters, or with nothing visible."""
+    if isinstance(field.data, str) and field.data and not _too_long(field) and (problem := text_problem(field.data)):
+        raise ValidationError(problem)
+
+
+def email_shaped(text: str) -> bool:
+    """Whether ``text`` reads name@domain.tld: one "@", no space, a dot inside the domain.
+
+    Deliberately loose: the address is a login name here, nothing is mailed to it. Checked without a regex:
+    ``[^@\\s]+\\.[^@\\s]+$`` retries at every dot when it fails, seconds for a long domain of dots.
+    """
+    local, at, domain = text.partition("@")
+    return bool(local and at) and "@" not in domain and "." in domain[1:-1] and not any(ch.isspace() for ch in text)
+
+
+def _email(_form, field) -> None:
+    """Refuses an address with control or invisible characters, or not shaped like one (one message)."""
+    if _too_long(field):
+        return
+    if problem := text_problem(field.data):
+        raise ValidationError(problem)
+    if not email_shaped(field.data):
+        raise ValidationError("Enter an email address.")
+
+
+# The same address checks at registration and at log-in, on the address lower-cased: nothing PostgreSQL
+# would refuse (a NUL, over 254 characters) ever reaches a query.
+def _email_field() -> EmailField:
+    return EmailField("Email", filters=[normalise_email], validators=[DataRequired(), Length(max=EMAIL_MAX), _email])
 
 
 class Form(FlaskForm):
@@ -44,8 +134,7 @@ class RegisterForm(Form):
     """A new teacher account."""
 
     name = StringField("Your name", filters=[_strip], validators=[DataRequired(), Length(max=80), _printable])
-    email = EmailField("Email", filters=[_strip], validators=[DataRequired(), Length(max=254),
-                                                              Regexp(EMAIL, message="Enter an email address.")])
+    email = _email_field()
     password = PasswordField("Password", validators=[DataRequired(), Length(min=8, max=200,
                                                      message="Use at least 8 characters.")])
     confirm = PasswordField("Repeat the password", validators=[EqualTo("password", message="The passwords differ.")])
@@ -54,7 +143,7 @@ class RegisterForm(Form):
 class LoginForm(Form):
     """Teacher log-in."""
 
-    email = EmailField("Email", filters=[_strip], validators=[DataRequired(), Length(max=254)])
+    email = _email_field()
     password = PasswordField("Password", validators=[DataRequired(), Length(max=200)])
 
 

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.services import NGINX_TEMPLATE, app_env
+from tests.browser import free_port
+from tests.services import NGINX_TEMPLATE, NginxServer, app_env, nginx_binary
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -73,3 +74,25 @@ def test_nginx_template_placeholders_are_exactly_what_compose_and_the_tests_fill
 ])
 def test_dockerfile(needle):
     assert re.search(needle, DOCKERFILE, re.M | re.S), needle
+
+
+@pytest.mark.parametrize("path", ["/api/v1/analyze", "/socket.io/?EIO=4&transport=polling&sid=x"])
+def test_nginx_keeps_request_bodies_off_disk(path):
+    """A photo or a long-polling frame passes nginx in memory: nothing of it lands in a temporary file."""
+    import urllib.error
+    import urllib.request
+
+    nginx = NginxServer(nginx_binary(), [free_port()])  # no app behind it: nginx reads the body, then answers 502
+    nginx.start()
+    try:
+        body = bytes(range(256)) * (1_400_000 // 256)  # a 1.4 MB photo's worth
+        request = urllib.request.Request(nginx.url + path, data=body, headers={"Content-Type": "image/jpeg"})
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(request, timeout=10)
+        answer.value.close()
+        assert answer.value.code == 502
+    finally:
+        nginx.stop()
+    log = (nginx.dir / "error.log").read_text()
+    assert "buffered to a temporary file" not in log, log
+    nginx.cleanup()

@@ -1,6 +1,9 @@
 """Security headers (a strict Content-Security-Policy: all JS lives in static files) and proxy trust."""
 from __future__ import annotations
 
+import io
+
+from flask import Request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 CSP = (
@@ -9,6 +12,17 @@ CSP = (
     "form-action 'self'; frame-ancestors 'none'"
 )
 HSTS = "max-age=31536000"
+
+
+class InMemoryRequest(Request):
+    """A request whose uploaded files stay in memory: never a photo in a temporary file on disk.
+
+    Werkzeug spools a file part over 500 KiB to a temporary file; ``MAX_CONTENT_LENGTH`` already bounds
+    the memory a request may take.
+    """
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return io.BytesIO()
 
 
 def form_expired(then: str = "try again") -> str:
@@ -30,6 +44,7 @@ def init_app(app) -> None:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies)
     hsts = app.config["ENV"] == "production" and app.config.get("SESSION_COOKIE_SECURE")
     app.jinja_env.globals["form_expired"] = form_expired
+    app.request_class = InMemoryRequest
 
     @app.after_request
     def headers(response):

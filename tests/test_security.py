@@ -288,3 +288,25 @@ def test_healthz_is_503_when_the_database_is_unreachable():
     assert resp.json["status"] == "error" and resp.json["database"] == {"reachable": False, "backend": "postgresql"}
     assert resp.json["model"]["loaded"] is True
     assert resp.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("url", ["/api/v1/analyze", "/upload"])
+def test_uploaded_photos_never_touch_the_disk(url, faces_dir, monkeypatch):
+    """A multipart photo over Werkzeug's 500 KiB spooling size is kept in memory, not in a temporary file."""
+    import cv2
+    import werkzeug.formparser
+
+    from tests.test_bad_input import post_multipart
+
+    def to_disk(*_args, **_kwargs):
+        raise AssertionError("an upload was spooled to a temporary file")
+
+    monkeypatch.setattr(werkzeug.formparser, "SpooledTemporaryFile", to_disk)
+    face = cv2.imread(str(faces_dir / "obama.jpg"))
+    photo = cv2.imencode(".jpg", cv2.resize(face, None, fx=3, fy=3), [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+    assert len(photo) > 600 * 1024
+    client = make_app(WTF_CSRF_ENABLED=False, RATELIMIT_ENABLED=False).test_client()
+    resp = post_multipart(client, url, {}, {"image": (photo, "image/jpeg")})  # the body as bytes: no spooling here
+    assert resp.status_code == 200
+    body = resp.get_data(as_text=True)
+    assert resp.get_json()["faces"] if url.startswith("/api") else 'data-faces="1"' in body

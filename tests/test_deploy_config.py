@@ -13,8 +13,8 @@ import string
 import pytest
 import yaml
 
-from tests.conftest import ROOT
 from tests.browser import free_port
+from tests.conftest import ROOT
 from tests.services import NGINX_TEMPLATE, NginxServer, app_env, nginx_binary
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

@@ -192,6 +192,22 @@ def test_an_ended_session_no_longer_offers_its_join_code(server, browser_factory
     expect(board.locator("#kpi-faces")).to_have_text("–", timeout=10 * SECONDS)
 
 
+def test_logging_out_in_another_tab_takes_the_students_off_the_dashboard(server, browser_factory, camera):
+    teacher_ctx, board, code = new_teacher(browser_factory, server)
+    student, _problems = open_student(browser_factory(camera), server.url, code, "Alice")
+    expect(board.locator("#tiles .tile-name")).to_have_text(["Alice"], timeout=20 * SECONDS)
+    other_tab = teacher_ctx.new_page()
+    other_tab.goto(f"{server.url}/classes")
+    other_tab.click("#logout")
+    expect(other_tab.locator(".flash")).to_contain_text("You are logged out")
+
+    expect(board.locator("#board")).to_have_attribute("data-state", "logged-out", timeout=10 * SECONDS)
+    expect(board.locator("#ended-banner")).to_have_text(re.compile(r"^You are logged out"))
+    expect(board.locator("#tiles .tile-name")).to_have_count(0)
+    expect(board.locator("#join-code")).to_be_hidden()
+    student.close()
+
+
 def test_the_projector_view_fits_one_screen_with_a_legible_link(server, browser_factory):
     teacher_ctx, _board, code = new_teacher(browser_factory, server)
     page = teacher_ctx.new_page()

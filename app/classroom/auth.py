@@ -1,17 +1,24 @@
-"""Teacher accounts: register, log in (rate-limited), log out."""
+"""Teacher accounts: register, log in (rate-limited), log out.
+
+Each log-in gets a random id in the Flask session (``events.LOGIN_KEY``): the
+log-out, or another log-in in the same browser, ends that login, which closes
+its open dashboard sockets in every process (see app/classroom/events.py).
+"""
 from __future__ import annotations
 
 import hashlib
+import secrets
 import unicodedata
 from urllib.parse import urlsplit
 
-from flask import abort, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.classroom import bp
+from app.classroom.events import LOGIN_KEY, end_login
 from app.classroom.forms import ActionForm, LoginForm, RegisterForm, normalise_email, require_valid
 from app.classroom.models import Teacher
 from app.extensions import db, limiter, login_manager
@@ -49,6 +56,21 @@ def safe_next(target: str | None) -> str | None:
     if parts.scheme or parts.netloc:
         return None
     return target
+
+
+def start_login(teacher: Teacher) -> None:
+    """Log ``teacher`` in with a fresh login id; the login it replaces in this browser, if any, ends."""
+    end_login(session.get(LOGIN_KEY))
+    login_user(teacher)
+    session[LOGIN_KEY] = secrets.token_urlsafe(18)
+
+
+@bp.before_request
+def give_login_an_id():
+    """A session logged in without a login id (from before ids, or restored by Flask-Login) gets one here,
+    on a classroom page, before any dashboard socket of it connects."""
+    if session.get("_user_id") is not None and not session.get(LOGIN_KEY):
+        session[LOGIN_KEY] = secrets.token_urlsafe(18)
 
 
 @login_manager.user_loader
@@ -91,7 +113,7 @@ def register():
         if teacher is None:
             form.email.errors.append("An account with this email exists already: log in instead.")
         else:
-            login_user(teacher)
+            start_login(teacher)
             flash(f"Welcome, {teacher.name}. Create your first class below.", "ok")
             return redirect(url_for("classroom.classes"))
     return render_template("classroom/register.html", form=form), 400 if form.errors else 200
@@ -108,7 +130,7 @@ def login():
         email = form.email.data  # lower-cased by the form
         teacher = db.session.scalar(select(Teacher).where(func.lower(Teacher.email) == email))
         if teacher is not None and teacher.check_password(form.password.data):
-            login_user(teacher)
+            start_login(teacher)
             return redirect(safe_next(request.args.get("next")) or url_for("classroom.classes"))
         if teacher is None:  # spend the same time as a real check: no account probing by timing
             _DUMMY_HASH = _DUMMY_HASH or generate_password_hash("not a password")
@@ -120,8 +142,10 @@ def login():
 
 @bp.post("/logout")
 def logout():
-    """Log out (a POST with a CSRF token, so no other site can log you out)."""
+    """Log out (a POST with a CSRF token, so no other site can log you out); this login's open dashboard
+    sockets, in every process, are disconnected."""
     require_valid(ActionForm())
+    end_login(session.pop(LOGIN_KEY, None))
     logout_user()
     flash("You are logged out.", "info")
     return redirect(url_for("classroom.home"))

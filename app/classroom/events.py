@@ -19,12 +19,25 @@ the client sends can pick the class.
   class from another page of this browser ("left").
 
 Teachers' dashboards use the ``/classroom`` namespace (connect refused unless
-logged in as a teacher):
+logged in as a teacher, with a login that has not ended):
 
 - ``dashboard_join`` ``{"code"}`` -> ack ``{"ok": true, "summary"}`` (the full
   summary) or ``{"error"}``; the socket then gets ``mood`` summaries every
   ``CLASSROOM_PUSH_SECONDS`` and ``session_ended`` when the session ends.
 - ``dashboard_leave`` ``{"code"}`` -> ack ``{"ok": true}``: stop receiving them.
+- ``logged_out`` (server -> dashboard) ``{}``: the login the socket was opened
+  with ended (log-out, or another log-in in the same browser); the server then
+  disconnects the socket.
+
+A dashboard socket keeps the Flask session it connected with, so a log-out
+cannot reach it through the cookie. Each log-in gets a random id in the Flask
+session (``LOGIN_KEY``); every dashboard socket is recorded under its login's
+id (:class:`DashboardLogins`: in this process, and in Redis when several
+processes share one), and :func:`end_login` (called by the log-out and by a
+log-in that replaces another in the same browser) marks the login ended and
+disconnects each of its sockets, in whichever process holds it (python-socketio
+relays a disconnect through the message queue). A socket of an ended login
+cannot connect or join a class again.
 
 Every event takes a missing payload, one of the wrong type, or extra
 arguments (ignored), and answers as above: an ``{"error"}`` ack at worst.
@@ -32,8 +45,12 @@ arguments (ignored), and answers as above: an ``{"error"}`` ack at worst.
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections import OrderedDict
 
-from flask import current_app, request
+import redis
+from flask import current_app, request, session
 from flask_login import current_user
 from flask_socketio import ConnectionRefusedError, join_room, leave_room
 from sqlalchemy import select
@@ -47,9 +64,151 @@ from app.live import events as live
 
 log = logging.getLogger("moodlens.classroom.events")
 
+LOGIN_KEY = "classroom_login"  # Flask-session key: the random id of this browser's teacher login
+LOGIN_PREFIX = "moodlens:login:"
+LOGGED_OUT = "you are logged out: log in again to open a class dashboard"
+_registry_lock = threading.Lock()
+
+
+def login_room(login: str) -> str:
+    """The Socket.IO room of one login's dashboard sockets."""
+    return f"login:{login}"
+
 
 def _service():
     return current_app.extensions["classroom"]
+
+
+class DashboardLogins:
+    """The dashboard sockets of each teacher login, and the logins that ended (both kept for ``ttl`` s).
+
+    This process's sockets and ended logins are kept here; with several
+    processes (the service has a Redis link) also in Redis, under
+    ``moodlens:login:<id>:sids`` (a set of sids) and ``moodlens:login:<id>:ended``,
+    so that a log-out on one process finds the sockets on the others. Recording
+    a socket and ending its login are each one Redis transaction: a socket that
+    connects while its login ends is either found by :meth:`end` or refused by
+    :meth:`add`. Redis away: each process knows its own sockets only (logged).
+    """
+
+    def __init__(self, service, ttl: float):
+        self.service = service
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._sids: dict[str, set[str]] = {}
+        self._ended: OrderedDict[str, float] = OrderedDict()  # login -> time.monotonic() it is forgotten
+
+    def _redis(self):
+        """The service's Redis link when there is one and it is not known to be away, else None."""
+        link = self.service.cluster
+        return None if link is None or link.outage.skip() else link
+
+    def _call(self, link, build) -> list | None:
+        """Run ``build(pipeline)`` as one transaction; its replies, or None when Redis failed (logged once)."""
+        try:
+            pipe = link.client.pipeline(transaction=True)
+            build(pipe)
+            replies = pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            link.outage.failed(exc)
+            return None
+        link.outage.ok()
+        return replies
+
+    def _ended_here(self, login: str) -> bool:
+        """Whether ``login`` ended on this process (call with the lock held); forgets expired ends."""
+        now = time.monotonic()
+        while self._ended and next(iter(self._ended.values())) <= now:
+            self._ended.popitem(last=False)
+        return login in self._ended
+
+    def add(self, login: str, sid: str) -> bool:
+        """Record dashboard socket ``sid`` of ``login``; False (nothing recorded) when that login has ended."""
+        with self._lock:
+            if self._ended_here(login):
+                return False
+            self._sids.setdefault(login, set()).add(sid)
+        link = self._redis()
+        if link is None:
+            return True
+        key = LOGIN_PREFIX + login
+        replies = self._call(link, lambda p: (p.sadd(key + ":sids", sid), p.expire(key + ":sids", int(self.ttl)),
+                                              p.exists(key + ":ended")))
+        if replies and replies[2]:
+            self.discard(login, sid)
+            return False
+        return True
+
+    def discard(self, login: str | None, sid: str) -> None:
+        """Forget dashboard socket ``sid`` of ``login`` (it disconnected)."""
+        if not login:
+            return
+        with self._lock:
+            sids = self._sids.get(login)
+            if sids is not None:
+                sids.discard(sid)
+                if not sids:
+                    del self._sids[login]
+        link = self._redis()
+        if link is not None:
+            self._call(link, lambda p: p.srem(LOGIN_PREFIX + login + ":sids", sid))
+
+    def ended(self, login: str | None) -> bool:
+        """Whether ``login`` ended here or on another process (a missing id counts as ended)."""
+        if not login:
+            return True
+        with self._lock:
+            if self._ended_here(login):
+                return True
+        link = self._redis()
+        if link is None:
+            return False
+        replies = self._call(link, lambda p: p.exists(LOGIN_PREFIX + login + ":ended"))
+        return bool(replies and replies[0])
+
+    def end(self, login: str) -> set[str]:
+        """Mark ``login`` ended everywhere; returns the sids of its dashboard sockets in every process."""
+        with self._lock:
+            self._ended_here(login)
+            self._ended[login] = time.monotonic() + self.ttl
+            self._ended.move_to_end(login)
+            sids = self._sids.pop(login, set())
+        link = self.service.cluster
+        if link is None:
+            return sids
+        key = LOGIN_PREFIX + login
+        replies = None if link.outage.skip() else self._call(
+            link, lambda p: (p.set(key + ":ended", 1, ex=int(self.ttl)), p.smembers(key + ":sids"),
+                             p.delete(key + ":sids")))
+        if replies is None:
+            log.warning("log-out: Redis away: the login's dashboards on other processes are not closed")
+            return sids
+        return sids | {m.decode() if isinstance(m, bytes) else str(m) for m in replies[1]}
+
+
+def dashboard_logins() -> DashboardLogins:
+    """The app's :class:`DashboardLogins` (created on first use; logins are remembered as long as a session
+    cookie is valid, ``PERMANENT_SESSION_LIFETIME``)."""
+    found = current_app.extensions.get("classroom_logins")
+    if found is None:
+        with _registry_lock:
+            found = current_app.extensions.get("classroom_logins")
+            if found is None:
+                ttl = max(current_app.permanent_session_lifetime.total_seconds(), 60.0)
+                found = current_app.extensions["classroom_logins"] = DashboardLogins(_service(), ttl)
+    return found
+
+
+def end_login(login: str | None) -> int:
+    """End teacher login ``login``: its dashboard sockets, in every process, get ``logged_out`` and are
+    disconnected, and none of it can connect or join again; returns how many sockets were found."""
+    if not login:
+        return 0
+    sids = dashboard_logins().end(login)
+    socketio.emit("logged_out", {}, to=login_room(login), namespace=NAMESPACE)
+    for sid in sids:
+        socketio.server.disconnect(sid, namespace=NAMESPACE)  # another process's: relayed by the message queue
+    return len(sids)
 
 
 def _wants_classroom(auth) -> bool:
@@ -92,16 +251,27 @@ def classroom_settings(*_args):
 
 @socketio.on("connect", namespace=NAMESPACE)
 def dashboard_connect(auth=None):
-    """Only a logged-in teacher may open a dashboard socket."""
+    """Only a logged-in teacher, whose login has not ended, may open a dashboard socket (recorded under that login)."""
     if not current_user.is_authenticated:
         raise ConnectionRefusedError("log in as a teacher to open a class dashboard")
+    login = session.get(LOGIN_KEY)
+    if not login or not dashboard_logins().add(login, request.sid):
+        raise ConnectionRefusedError(LOGGED_OUT)
+    join_room(login_room(login))
+
+
+@socketio.on("disconnect", namespace=NAMESPACE)
+def dashboard_disconnect(*_args):
+    """A dashboard socket is gone: forget it."""
+    dashboard_logins().discard(session.get(LOGIN_KEY), request.sid)
 
 
 @socketio.on("dashboard_join", namespace=NAMESPACE)
 def dashboard_join(data=None, *_extra):
-    """``{"code"}`` (more arguments ignored) -> join its teacher room; ack ``{"ok", "summary"}`` or ``{"error"}``."""
-    if not current_user.is_authenticated:
-        return {"error": "log in as the class's teacher"}
+    """``{"code"}`` (more arguments ignored) -> join its teacher room; ack ``{"ok", "summary"}`` or ``{"error"}``
+    (also when the socket's login has ended)."""
+    if not current_user.is_authenticated or dashboard_logins().ended(session.get(LOGIN_KEY)):
+        return {"error": LOGGED_OUT}
     code = normalise_code(data.get("code") if isinstance(data, dict) else None)
     classroom = db.session.scalar(select(Classroom).where(Classroom.code == code)) if code else None
     if classroom is None:

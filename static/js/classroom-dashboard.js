@@ -1,5 +1,7 @@
 // The teacher's live class dashboard: joins the class's room on /classroom and
-// redraws on every pushed `mood` summary; stops when the session ends.
+// redraws on every pushed `mood` summary; stops when the session ends, and when
+// the teacher's login ends (log-out, from this tab or another): then it says so
+// and takes the students' names off the page.
 import { io } from "./socket.js";
 import {
   clock, distributionChart, hasMood, pct, showDistribution, showLocalTimes, showTiles, showTimeline, timelineChart,
@@ -89,6 +91,22 @@ function showEnded(endedAt) {
   socket.disconnect();
 }
 
+// The login this dashboard was opened with ended (`logged_out`, or the server closed the socket or refused it):
+// say so, take the students' names and the join code off the page, and do not reconnect.
+const LOGGED_OUT = "You are logged out: this dashboard no longer updates. Log in again to see the class.";
+function showLoggedOut(message = LOGGED_OUT) {
+  if (board.dataset.state === "logged-out") return;
+  board.dataset.state = "logged-out";
+  const banner = $("ended-banner");
+  banner.hidden = false;
+  banner.textContent = message;
+  for (const el of document.querySelectorAll(".join-box, #end-session-form")) el.hidden = true;
+  showTiles($("tiles"), $("aggregate-note"), [], $("tiles-empty"));
+  $("tiles-empty").textContent = "Log in again to see the students.";
+  showAlerts([]);
+  socket.disconnect();
+}
+
 const socket = io("/classroom", { transports: ["websocket", "polling"] });
 socket.on("connect", () => {
   // Rooms do not survive a reconnection: join again and take a full snapshot.
@@ -110,6 +128,13 @@ socket.on("connect", () => {
 });
 socket.on("mood", (summary) => { if (board.dataset.state === "live") render(summary, false); });
 socket.on("session_ended", () => showEnded(Date.now() / 1000));
+socket.on("logged_out", () => showLoggedOut());
+// Only a log-out makes the server close a dashboard's socket; the client would not reconnect after it anyway.
+socket.on("disconnect", (reason) => { if (reason === "io server disconnect") showLoggedOut(); });
 socket.on("connect_error", (err) => {
+  if (!socket.active) { // refused by the server (not logged in, or that login ended): no retry will help
+    showLoggedOut(`The dashboard cannot connect (${err.message}). Reload the page once logged in.`);
+    return;
+  }
   showAlerts([{ kind: "error", level: "error", message: `Cannot reach the server (${err.message}); retrying…` }]);
 });

@@ -180,7 +180,8 @@ def test_logout_on_one_process_closes_the_dashboard_on_the_other(tmp_path, model
     from socketio.exceptions import ConnectionError as Refused
 
     from tests.browser import ServerProcess
-    from tests.live_clients import Probe, teacher as new_teacher
+    from tests.live_clients import Probe
+    from tests.live_clients import teacher as new_teacher
 
     env = {"SOCKETIO_MESSAGE_QUEUE": redis_server.url, "DATABASE_URL": f"sqlite:///{tmp_path / 'shared.sqlite3'}"}
     first = ServerProcess("threading", workdir=tmp_path / "a", model_path=model_copy, env=env, threads=8).start()

@@ -5,6 +5,9 @@ gunicorn no longer has an eventlet worker). With ``ASYNC_MODE=threading`` it
 runs the development server; production threading uses ``gunicorn`` (wsgi.py).
 Listens on ``HOST`` (default 127.0.0.1) and ``PORT`` (default 8000). When the
 model or the configuration cannot be loaded it prints why and exits with 1.
+SIGTERM (``docker stop``, systemd, ``kill``) and SIGINT (Ctrl-C) stop it alike:
+the server closes, the classroom's queued samples are written, one log line
+says so, and it exits with 0.
 """
 import os
 import warnings
@@ -19,6 +22,8 @@ if os.environ.get("ASYNC_MODE") == "eventlet":
     eventlet.monkey_patch()
 
 import argparse  # noqa: E402
+import logging  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 
 
@@ -34,8 +39,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def end_serving_on_signals(eventlet: bool) -> list[str]:
+    """Make SIGINT and SIGTERM end ``socketio.run`` by a KeyboardInterrupt in its loop, as Ctrl-C always did;
+    the list returned receives the name of each signal received."""
+    received: list[str] = []
+    if eventlet:
+        import greenlet
+        from eventlet import hubs
+
+        server_loop = greenlet.getcurrent()  # the greenlet that will run socketio.run
+
+    def end(signum, frame):
+        received.append(signal.Signals(signum).name)
+        if eventlet and greenlet.getcurrent() not in (server_loop, hubs.get_hub().greenlet):
+            # A green thread was running (a request, a frame): raised there, the interrupt would cut its work
+            # short. The hub throws it into the server's loop as soon as that thread yields, as eventlet's
+            # Timeout does; raised in the hub, it reaches that loop too (the hub's parent).
+            hubs.get_hub().schedule_call_global(0, server_loop.throw, KeyboardInterrupt())
+            return
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, end)
+    signal.signal(signal.SIGTERM, end)  # its default action killed the process: no flush, no log line
+    return received
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Build the app and serve it until interrupted; 1 when it cannot start."""
+    """Build the app and serve it until SIGINT or SIGTERM, then store the classroom's queued samples and return 0;
+    1 when it cannot start."""
     parse_args(argv)
     from app import create_app
     from app.config import ConfigError
@@ -53,11 +84,32 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     port = int(raw_port)
     host = os.environ.get("HOST") or "127.0.0.1"
-    # The Werkzeug server only serves the threading mode outside production;
-    # it is still refused when MOODLENS_ENV=production (use gunicorn there).
-    socketio.run(app, host=host, port=port, allow_unsafe_werkzeug=app.config["ENV"] != "production")
+    received = end_serving_on_signals(app.config["ASYNC_MODE"] == "eventlet")
+    try:
+        # The Werkzeug server only serves the threading mode outside production;
+        # it is still refused when MOODLENS_ENV=production (use gunicorn there).
+        socketio.run(app, host=host, port=port, allow_unsafe_werkzeug=app.config["ENV"] != "production")
+    except KeyboardInterrupt:
+        pass  # the signal came while the server was closing, outside its loop's own handling of it
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a repeated SIGTERM must not cut the final flush short
+    classroom = app.extensions["classroom"]
+    classroom.stop()
+    unsaved = classroom.writer.pending()
+    if unsaved:
+        app.logger.warning("MoodLens stopped (%s): %d classroom samples could not be stored",
+                           "/".join(received) or "server closed", unsaved)
+    else:
+        app.logger.info("MoodLens stopped (%s): classroom samples stored", "/".join(received) or "server closed")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Analyses of frames still in flight run on daemon threads inside TensorFlow Lite. Left to the interpreter's
+    # finalization, such a thread is ended by pthread_exit inside C++ code and the process aborts ("terminate
+    # called without an active exception", SIGABRT; seen under the threading mode's development server). The
+    # samples are stored and the log written by now: end the process without finalizing.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,10 +1,12 @@
 """A client that floods frames builds no backlog and gets no more analyses than a camera-speed client.
 
-Against one real server (gunicorn, threading). A client floods hundreds of
-frames per second without waiting for answers while a normal client streams
-as the page does (one frame in flight, 10 frames/s at most). The server keeps
-at most one waiting frame per client (newest wins) and analyses a stream at
-most ``STREAM_MAX_FPS`` times a second, so:
+Against the real server: gunicorn (threading), and for the flood also
+``python -m app`` in eventlet mode, where one event loop reads every client's
+WebSocket frames. A client floods hundreds of frames per second without
+waiting for answers while a normal client streams as the page does (one frame
+in flight, 10 frames/s at most). The server keeps at most one waiting frame per
+client (newest wins) and analyses a stream at most ``STREAM_MAX_FPS`` times a
+second, so:
 
 - every frame of the normal client is answered, all through the flood;
 - the flood gets at most ``STREAM_MAX_FPS`` analyses per second, as a camera does;
@@ -25,7 +27,7 @@ import cv2
 import pytest
 
 from app.config import Config
-from tests.browser import ServerProcess
+from tests.browser import SERVER_MODES, ServerProcess
 from tests.imagegen import encode, fit_frame
 from tests.live_clients import Flooder, Paced, Probe
 
@@ -42,13 +44,33 @@ def frames(faces_dir) -> list[bytes]:
 
 
 @pytest.fixture(scope="module")
-def server(model_copy, tmp_path_factory):
-    """The production server (gunicorn gthread, THREADS as shipped; STREAM_MAX_FPS at its default)."""
-    with ServerProcess("threading", workdir=tmp_path_factory.mktemp("flood"), model_path=model_copy) as proc:
-        yield proc
+def servers(model_copy, tmp_path_factory):
+    """``servers(mode) -> ServerProcess``: the real server of that mode (STREAM_MAX_FPS at its default), started
+    on first use, shared by this module's tests and stopped after them."""
+    started: dict[str, ServerProcess] = {}
+
+    def get(mode: str) -> ServerProcess:
+        if mode not in started:
+            workdir = tmp_path_factory.mktemp(f"flood-{mode}")
+            started[mode] = ServerProcess(mode, workdir=workdir, model_path=model_copy).start()
+        return started[mode]
+
+    yield get
+    for proc in started.values():
+        proc.stop()
 
 
-def test_a_flooding_client_builds_no_backlog_and_gets_camera_speed_at_most(server, frames):
+@pytest.fixture(scope="module")
+def server(servers):
+    """The production server (gunicorn gthread, THREADS as shipped)."""
+    return servers("threading")
+
+
+@pytest.mark.parametrize("mode", SERVER_MODES)
+def test_a_flooding_client_builds_no_backlog_and_gets_camera_speed_at_most(servers, mode, frames):
+    # eventlet: one event loop reads (and unmasks) every client's WebSocket frames; the flood must not hold it
+    # from the normal client.
+    server = servers(mode)
     normal = Paced(server.url, frames, fps=10)
     flooder = Flooder(server.url, frames, fps=FLOOD_FPS)
     try:

@@ -261,7 +261,7 @@ def main(argv=None) -> None:
     if args.url:
         server = nullcontext(None)
     else:
-        from tests.browser import ServerProcess, snapshot_model
+        from tests.browser import MODEL, ServerProcess, snapshot_model
 
         work = Path(tempfile.mkdtemp(prefix="moodlens-load-"))
         server = ServerProcess("threading", workdir=work, model_path=snapshot_model(work))
@@ -279,6 +279,7 @@ def main(argv=None) -> None:
         "benchmark": "load",
         "machine": machine() | {"loadavg_at_end": list(os.getloadavg())},
         "server": args.url or "gunicorn -k gthread -w 1 --threads 64 (started by the benchmark)",
+        "model": None if args.url else MODEL.relative_to(MODEL.parents[1]).as_posix(),  # what it served
         "frame": "640x480 JPEG q70, one face",
         **result,
         "verdict": {"no_errors": result["error_count"] == 0,

@@ -106,6 +106,28 @@ def student(capp, teacher):
     return client
 
 
+STUDENT_AUTH = {"classroom": "student"}  # the Socket.IO auth of a student page
+
+
+@pytest.fixture
+def sockets(capp):
+    """``open(flask_client, namespace=None, auth=None)`` -> a Socket.IO test client of ``capp`` (``None``: the
+    ``/`` namespace), all disconnected after the test."""
+    from app.extensions import socketio
+
+    opened = []
+
+    def open_(client, namespace=None, auth=None):
+        sc = socketio.test_client(capp, namespace=namespace, flask_test_client=client, auth=auth)
+        opened.append((sc, namespace))
+        return sc
+
+    yield open_
+    for sc, ns in opened:
+        if sc.is_connected(ns):
+            sc.disconnect(namespace=ns)
+
+
 # -- PostgreSQL -------------------------------------------------------------------------------
 
 def _pg_bindir() -> Path | None:

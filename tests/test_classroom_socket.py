@@ -10,31 +10,13 @@ import app.classroom.events as classroom_events
 from app.classroom.aggregate import negative_share
 from app.classroom.service import NAMESPACE, ClassroomService
 from app.extensions import socketio
-from tests.classroom_fixtures import classroom_app, create_class, join, register, send_frame
+from tests.classroom_fixtures import STUDENT_AUTH, classroom_app, create_class, join, register, send_frame
 from tests.imagegen import encode, fit_frame
-
-STUDENT_AUTH = {"classroom": "student"}
 
 
 @pytest.fixture(scope="module")
 def frame(faces_dir) -> bytes:
     return encode(fit_frame(cv2.imread(str(faces_dir / "obama.jpg"))), ".jpg", quality=70)
-
-
-@pytest.fixture
-def sockets(capp):
-    """``open(flask_client, namespace="/", auth=None)`` -> a Socket.IO test client, all closed afterwards."""
-    opened = []
-
-    def open_(client, namespace=None, auth=None):
-        sc = socketio.test_client(capp, namespace=namespace, flask_test_client=client, auth=auth)
-        opened.append((sc, namespace))
-        return sc
-
-    yield open_
-    for sc, ns in opened:
-        if sc.is_connected(ns):
-            sc.disconnect(namespace=ns)
 
 
 def sid_of(sc, namespace="/"):

@@ -5,26 +5,8 @@ import pytest
 from sqlalchemy import select
 
 from app.classroom.models import ClassSession
-from app.extensions import db, socketio
-from tests.classroom_fixtures import join
-
-STUDENT_AUTH = {"classroom": "student"}
-
-
-@pytest.fixture
-def sockets(capp):
-    """``open(flask_client, auth=None)`` -> a Socket.IO test client on ``/``, all closed afterwards."""
-    opened = []
-
-    def open_(client, auth=None):
-        sc = socketio.test_client(capp, flask_test_client=client, auth=auth)
-        opened.append(sc)
-        return sc
-
-    yield open_
-    for sc in opened:
-        if sc.is_connected():
-            sc.disconnect()
+from app.extensions import db
+from tests.classroom_fixtures import STUDENT_AUTH, join
 
 
 def received(sc, name):

@@ -59,6 +59,30 @@ def png_with_chunks(png: bytes, count: int) -> bytes:
     return png[:33] + _chunk(b"zzZz", b"") * count + png[33:]
 
 
+def _segment(marker: bytes, body: bytes) -> bytes:
+    return marker + struct.pack(">H", len(body) + 2) + body
+
+
+def jpeg_with_segments(jpeg: bytes, segments: list[bytes]) -> bytes:
+    """``jpeg`` with ``segments`` (each marker, length and body) just after its start marker."""
+    return jpeg[:2] + b"".join(segments) + jpeg[2:]
+
+
+def _frame_header(jpeg: bytes) -> bytes:
+    """The body of ``jpeg``'s own SOF0 segment."""
+    at = jpeg.index(b"\xff\xc0")
+    return jpeg[at + 4:at + 2 + struct.unpack(">H", jpeg[at + 2:at + 4])[0]]
+
+
+BOMB = zlib.compress(b"\0" * 1_000_000, 9)  # 1 KB that Pillow would inflate to 1 MB
+
+
+def png_with_chunks_after_pixels(png: bytes, chunks: list[bytes]) -> bytes:
+    """``png`` with ``chunks`` between its last IDAT and IEND, where Pillow reads them once the pixels are loaded."""
+    iend = png.index(b"IEND") - 4
+    return png[:iend] + b"".join(chunks) + png[iend:]
+
+
 # -- the decoder -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("marker", [b"\xff\xfe", b"\xff\xe0"])  # COM, APP0
@@ -94,6 +118,76 @@ def test_a_png_chunk_flood_is_refused_before_pillow_walks_it(monkeypatch):
     with pytest.raises(ImageError, match="chunks") as refused:
         decode_image(png_with_chunks(png, FLOOD * 3), MAX_BYTES, MAX_PIXELS)
     assert refused.value.status == 400
+
+
+def test_a_second_png_icc_profile_is_refused_before_pillow_inflates_it(monkeypatch):
+    """Pillow inflates every iCCP chunk (1 MB from 1 KB); the PNG spec allows one, and one is still decoded."""
+    png = encode(np.full((48, 64, 3), 128, np.uint8), ".png")
+    profile = _chunk(b"iCCP", b"bomb\0\0" + BOMB)
+    assert decode_image(png[:33] + profile + png[33:], MAX_BYTES, MAX_PIXELS).width == 64
+    monkeypatch.setattr(PngImagePlugin.PngStream, "chunk_iCCP", _never("Pillow's iCCP inflater"))
+    with pytest.raises(ImageError, match="more than 1 ICC profile .* chunks") as refused:
+        decode_image(png[:33] + profile * 2 + png[33:], MAX_BYTES, MAX_PIXELS)
+    assert refused.value.status == 400
+
+
+@pytest.mark.parametrize("kind, body", [
+    (b"zTXt", b"\0\0" + BOMB),  # no keyword: Pillow inflates it but leaves it out of its MAX_TEXT_MEMORY
+    (b"iTXt", b"k\0\1\0\0\0" + BOMB),  # compressed international text
+])
+def test_compressed_png_chunks_are_refused_before_pillow_inflates_them(monkeypatch, kind, body):
+    """40 KB of such chunks would have Pillow inflate 40 MB; a PNG's few compressed texts are still decoded."""
+    png = encode(np.full((48, 64, 3), 128, np.uint8), ".png")
+    assert decode_image(png_with_chunks_after_pixels(png, [_chunk(kind, body)] * 5), MAX_BYTES, MAX_PIXELS).width == 64
+    monkeypatch.setattr(PngImagePlugin.PngStream, f"chunk_{kind.decode()}", _never("Pillow's text inflater"))
+    with pytest.raises(ImageError, match="chunks that inflate to more than") as refused:
+        decode_image(png_with_chunks_after_pixels(png, [_chunk(kind, body)] * 40), MAX_BYTES, MAX_PIXELS)
+    assert refused.value.status == 400
+
+
+def test_a_png_with_a_profile_and_compressed_metadata_is_still_decoded(face_frame):
+    """What an editor writes: one ICC profile, compressed text, compressed XMP."""
+    info = PngImagePlugin.PngInfo()
+    for key in ("Raw profile type exif", "Raw profile type iptc", "Comment"):
+        info.add_text(key, "0a" * 20_000, zip=True)
+    info.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta/>" * 2000, zip=True)
+    png = pil_bytes(Image.fromarray(face_frame[:, :, ::-1]), "PNG", pnginfo=info, icc_profile=b"\0" * 200_000)
+    assert decode_image(png, MAX_BYTES, MAX_PIXELS).width == 640
+
+
+COSTLY_SEGMENTS = {  # what Pillow parses in Python, a little over each budget
+    "DQT": (lambda jpeg: [_segment(b"\xff\xdb", (b"\0" + b"\1" * 64) * 130)], "quantization tables"),
+    "SOF": (lambda jpeg: [_segment(b"\xff\xc0", _frame_header(jpeg) + b"\1\x11\0" * 700)], "frame headers"),
+    "APP13": (lambda jpeg: [_segment(b"\xff\xed", b"Photoshop 3.0\0" + b"8BIM\4\4\0\0\0\0\0\0" * 5000)] * 9,
+              "Photoshop data"),
+    "Exif": (lambda jpeg: [_segment(b"\xff\xe1", b"Exif\0\0II*\0\x08\0\0\0\0\0\0\0\0\0")] * 3, "EXIF blocks"),
+}
+
+
+@pytest.mark.parametrize("kind", COSTLY_SEGMENTS)
+def test_jpeg_segments_that_pillow_parses_in_python_are_bounded(grey_jpeg, monkeypatch, kind):
+    """Within the marker budget, 10 MB of tables, frame headers or Photoshop data cost Pillow about a second."""
+    make, what = COSTLY_SEGMENTS[kind]
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "_open", _never("Pillow's JPEG header parser"))
+    with pytest.raises(ImageError, match=f"bytes of {what}|{what}") as refused:
+        decode_image(jpeg_with_segments(grey_jpeg, make(grey_jpeg)), MAX_BYTES, MAX_PIXELS)
+    assert refused.value.status == 400 and "markers" in str(refused.value)  # the page's plain wording keys on it
+
+
+def test_a_phone_jpeg_with_all_its_metadata_is_still_decoded(face_frame):
+    """EXIF, XMP and extended XMP, an ICC profile in 64 KB pieces, MPF, IPTC: counted apart, all within budget."""
+    rotated = exif_rotated_jpeg(face_frame, 6)
+    xmp = b"http://ns.adobe.com/xap/1.0/\0" + b"<x:xmpmeta/>" * 400
+    extended = [b"http://ns.adobe.com/xmp/extension/\0" + b"0" * 32 + b"\0" * 8 + b"x" * 65000] * 4
+    icc = [b"ICC_PROFILE\0" + bytes([i, 4]) + b"\0" * 60_000 for i in range(1, 5)]
+    iptc = [b"Photoshop 3.0\0" + b"8BIM\4\4\0\0" + struct.pack(">I", 60_000) + b"\0" * 60_000] * 2
+    entries = struct.pack(">IIIHH", 0x20030000, 0, 0, 0, 0) + struct.pack(">IIIHH", 0x00010001, 0, 0, 0, 0)
+    mpf = b"MPF\0MM\0*" + struct.pack(">IH", 8, 3) + struct.pack(">HHI4s", 0xB000, 7, 4, b"0100") + struct.pack(
+        ">HHII", 0xB001, 4, 1, 2) + struct.pack(">HHII", 0xB002, 7, len(entries), 50) + b"\0" * 4 + entries
+    segments = ([_segment(b"\xff\xe1", xmp)] + [_segment(b"\xff\xe1", x) for x in extended]
+                + [_segment(b"\xff\xe2", x) for x in icc + [mpf]] + [_segment(b"\xff\xed", x) for x in iptc])
+    img = decode_image(rotated[:20] + b"".join(segments) + rotated[20:], MAX_BYTES, MAX_PIXELS)
+    assert (img.width, img.height) == (640, 480)  # the EXIF orientation still applies
 
 
 def test_a_png_in_many_small_idat_chunks_is_still_decoded():

@@ -4,7 +4,8 @@ Sizes are checked twice before any pixel is decoded: the byte count, then the
 dimensions read from the file header. A 30000x30000 PNG of a few kilobytes is
 refused without allocating its pixels. Before that, only JPEG, PNG and WebP, known by their first bytes,
 reach Pillow, and only when their header is cheap to read: other formats are named, never parsed, and a
-flood of JPEG markers or PNG chunks is refused before Pillow walks it in Python.
+flood of JPEG markers or PNG chunks, JPEG segments that Pillow parses in Python, or PNG chunks that it
+inflates, are refused before Pillow reads them.
 """
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
-from PIL.JpegImagePlugin import MARKER as JPEG_MARKERS  # which markers Pillow reads a length after
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+from PIL.JpegImagePlugin import DQT as JPEG_DQT, MARKER as JPEG_MARKERS, SOF as JPEG_SOF  # how Pillow reads each marker
 
 SUPPORTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 SUPPORTED_MIME = set(SUPPORTED_FORMATS.values())
@@ -30,9 +31,28 @@ JPEG_SOS = b"\xff\xda"  # start-of-scan marker; never occurs inside entropy-code
 # the budgets leave room for far more and cost Pillow a few milliseconds.
 MAX_JPEG_HEADER_MARKERS = 1000
 MAX_JPEG_STRAY_BYTES = 64 * 1024  # fill and junk bytes between markers
+# Within the marker budget, some segments cost Pillow Python work per few bytes: a 10 MB header of them took
+# 0.7-1.3 s. Quantization tables (a 64-item list each, and a copy of the rest of the segment): cameras write
+# 2-4, under 600 bytes. Frame headers (a loop per 3 bytes): one of at most 773 bytes. Photoshop resources in
+# APP13 (a loop per 12 bytes): IPTC and a thumbnail, tens of KB. EXIF blocks in APP1, joined by copying the
+# lot each time: phones write one (XMP in APP1 is not EXIF, and is not counted).
+MAX_JPEG_TABLE_BYTES = 8 * 1024  # DQT
+MAX_JPEG_FRAME_BYTES = 2 * 1024  # SOF, and DHP which Pillow reads as one
+MAX_JPEG_PHOTOSHOP_BYTES = 512 * 1024  # APP13 "Photoshop 3.0": about 20 ms for Pillow
+MAX_JPEG_EXIF_SEGMENTS = 2  # APP1 "Exif": a second is tolerated, a copy that an editor may have added
+JPEG_EXIF, JPEG_PHOTOSHOP = b"Exif\0\0", b"Photoshop 3.0\0"  # the prefixes Pillow looks for
 # Pillow also reads every PNG chunk in Python (0.8 million empty ones took 7 s). libpng writes its pixels in
 # 8 KB chunks, about 1300 for a 10 MB PNG.
 MAX_PNG_CHUNKS = 10_000
+# Pillow inflates every compressed text (zTXt, iTXt) and ICC (iCCP) chunk, up to its MAX_TEXT_CHUNK (1 MiB)
+# each, from as little as 1 KB: 9500 iCCP chunks in 10 MB took 26 s. Its own MAX_TEXT_MEMORY misses ICC
+# profiles, text without a keyword, and streams broken at the end. A PNG has at most one iCCP (the spec says
+# so); the inflating a file can ask for, counted at deflate's largest ratio, is capped at 32 MiB (about 0.1 s).
+# A photo tagged by ImageMagick (EXIF, XMP, IPTC as compressed text) asks for a few MiB.
+MAX_PNG_ICC_PROFILES = 1
+MAX_PNG_INFLATE = 32 << 20
+DEFLATE_MAX_RATIO = 1032  # deflate's output per input byte, at most
+PNG_COMPRESSED = (b"zTXt", b"iTXt", b"iCCP")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Other formats are named from their first bytes, never handed to Pillow: some of its parsers read a whole
 # header in Python (an EPS of 10 MB took 9 s to be refused).
@@ -102,10 +122,13 @@ def sniff_format(head: bytes) -> str | None:
     return next((name for magic, name in OTHER_MAGIC if head.startswith(magic)), None)
 
 
-def _jpeg_header_work(data: bytes) -> tuple[int, int]:
-    """(markers, stray bytes) that Pillow steps through one by one before the first scan, counted as it
-    does, up to a little past the budgets."""
-    pos, markers, stray = 2, 0, 0
+def _jpeg_header_refusal(data: bytes) -> str | None:
+    """Why Pillow's walk of the header, up to the first scan, would cost too much; None when it is cheap.
+
+    Counts what Pillow steps through one by one (markers, stray bytes) and what it parses in Python
+    (quantization tables, frame headers, Photoshop resources, EXIF blocks), as it reads them.
+    """
+    pos, markers, stray, tables, frames, photoshop, exif = 2, 0, 0, 0, 0, 0, 0
     while pos + 1 < len(data) and markers <= MAX_JPEG_HEADER_MARKERS and stray <= MAX_JPEG_STRAY_BYTES:
         if data[pos] != 0xFF:  # junk: skipped here at C speed, by Pillow a byte at a time
             nxt = data.find(b"\xff", pos, pos + MAX_JPEG_STRAY_BYTES + 2)
@@ -117,42 +140,88 @@ def _jpeg_header_work(data: bytes) -> tuple[int, int]:
         code = 0xFF00 | data[pos + 1]
         if code == 0xFFFF:  # a fill byte before a marker
             stray, pos = stray + 1, pos + 1
-        elif code == 0xFF00:
+            continue
+        if code == 0xFF00:
             stray, pos = stray + 2, pos + 2
-        elif code not in JPEG_MARKERS or code == 0xFFDA:  # Pillow refuses the file, or the image data starts
+            continue
+        if code not in JPEG_MARKERS or code == 0xFFDA:  # Pillow refuses the file, or the image data starts
             break
-        else:
-            markers += 1
-            if JPEG_MARKERS[code][2] is None:  # no length: SOI, RSTn, and what Pillow takes as such
-                pos += 2
-            else:  # Pillow reads the length, then skips what follows (nothing when the length is below 2)
-                pos += 2 + max(int.from_bytes(data[pos + 2:pos + 4], "big"), 2)
-    return markers, stray
+        markers += 1
+        handler = JPEG_MARKERS[code][2]
+        if handler is None:  # no length: SOI, RSTn, and what Pillow takes as such
+            pos += 2
+            continue
+        # Pillow reads the length, then the segment (nothing when the length is below 2).
+        length = max(int.from_bytes(data[pos + 2:pos + 4], "big"), 2)
+        body, pos = pos + 4, pos + 2 + length
+        if handler is JPEG_DQT:
+            tables += length
+        elif handler is JPEG_SOF:
+            frames += length
+        elif code == 0xFFED and data.startswith(JPEG_PHOTOSHOP, body, pos):
+            photoshop += length
+        elif code == 0xFFE1 and data.startswith(JPEG_EXIF, body, pos):
+            exif += 1
+        if tables > MAX_JPEG_TABLE_BYTES:
+            return (f"JPEG has more than {MAX_JPEG_TABLE_BYTES} bytes of quantization tables (DQT markers) "
+                    "before its image data; save it again")
+        if frames > MAX_JPEG_FRAME_BYTES:
+            return (f"JPEG has more than {MAX_JPEG_FRAME_BYTES} bytes of frame headers (SOF markers) "
+                    "before its image data; save it again")
+        if photoshop > MAX_JPEG_PHOTOSHOP_BYTES:
+            return (f"JPEG has more than {MAX_JPEG_PHOTOSHOP_BYTES} bytes of Photoshop data (APP13 markers) "
+                    "before its image data; save it again")
+        if exif > MAX_JPEG_EXIF_SEGMENTS:
+            return (f"JPEG has more than {MAX_JPEG_EXIF_SEGMENTS} EXIF blocks (APP1 markers) "
+                    "before its image data; save it again")
+    if markers > MAX_JPEG_HEADER_MARKERS or stray > MAX_JPEG_STRAY_BYTES:
+        return (f"JPEG has more than {MAX_JPEG_HEADER_MARKERS} markers before its image data "
+                f"(or more than {MAX_JPEG_STRAY_BYTES} stray bytes between them); save it again")
+    return None
 
 
-def _png_chunks(data: bytes) -> int:
-    """How many chunks Pillow would read, up to one past ``MAX_PNG_CHUNKS``."""
-    pos, chunks = len(PNG_SIGNATURE), 0
-    while pos + 8 <= len(data) and chunks <= MAX_PNG_CHUNKS:
+def _png_refusal(data: bytes) -> str | None:
+    """Why Pillow's walk of the chunks, up to IEND, would cost too much; None when it is cheap."""
+    pos, chunks, iccp, inflate = len(PNG_SIGNATURE), 0, 0, 0
+    most = PngImagePlugin.MAX_TEXT_CHUNK  # read now: an app may change Pillow's limit
+    while pos + 8 <= len(data):
         chunks += 1
-        if data[pos + 4:pos + 8] == b"IEND":
+        if chunks > MAX_PNG_CHUNKS:
+            return f"PNG has more than {MAX_PNG_CHUNKS} chunks; save it again"
+        kind, length = data[pos + 4:pos + 8], int.from_bytes(data[pos:pos + 4], "big")
+        if kind == b"IEND":
             break
-        pos += 12 + int.from_bytes(data[pos:pos + 4], "big")
-    return chunks
+        start, pos = pos + 8, pos + 12 + length
+        if kind not in PNG_COMPRESSED:
+            continue
+        if kind == b"iCCP":
+            iccp += 1
+            if iccp > MAX_PNG_ICC_PROFILES:
+                return f"PNG has more than {MAX_PNG_ICC_PROFILES} ICC profile (iCCP) among its chunks; save it again"
+        elif kind == b"iTXt":  # inflated only when the flag after its keyword (of any length, for Pillow) is set
+            key_end = data.find(b"\0", start, start + length)
+            if key_end < 0 or data[key_end + 1:key_end + 2] in (b"", b"\0"):
+                continue
+        inflate += min(most, DEFLATE_MAX_RATIO * length)
+        if inflate > MAX_PNG_INFLATE:
+            return (f"PNG has compressed text or ICC chunks that inflate to more than {MAX_PNG_INFLATE >> 20} MiB; "
+                    "save it again")
+    return None
 
 
 def _check_structure(data: bytes, fmt: str) -> None:
     """Refuse, before Pillow parses it, a file whose header would cost Pillow more than any photo's."""
     if fmt == "JPEG":
-        markers, stray = _jpeg_header_work(data)
-        if markers > MAX_JPEG_HEADER_MARKERS or stray > MAX_JPEG_STRAY_BYTES:
-            raise ImageError(f"JPEG has more than {MAX_JPEG_HEADER_MARKERS} markers before its image data "
-                             f"(or more than {MAX_JPEG_STRAY_BYTES} stray bytes between them); save it again")
+        refusal = _jpeg_header_refusal(data)
+        if refusal:
+            raise ImageError(refusal)
         scans = data.count(JPEG_SOS)
         if scans > MAX_JPEG_SCANS:
             raise ImageError(f"JPEG has {scans} scans; at most {MAX_JPEG_SCANS} are accepted")
-    elif fmt == "PNG" and _png_chunks(data) > MAX_PNG_CHUNKS:
-        raise ImageError(f"PNG has more than {MAX_PNG_CHUNKS} chunks; save it again")
+    elif fmt == "PNG":
+        refusal = _png_refusal(data)
+        if refusal:
+            raise ImageError(refusal)
 
 
 def _open_header(data: bytes, max_bytes: int, max_pixels: int) -> tuple[Image.Image, str]:

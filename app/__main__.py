@@ -7,7 +7,7 @@ Listens on ``HOST`` (default 127.0.0.1) and ``PORT`` (default 8000). When the
 model or the configuration cannot be loaded it prints why and exits with 1.
 SIGTERM (``docker stop``, systemd, ``kill``) and SIGINT (Ctrl-C) stop it alike:
 the server closes, the classroom's queued samples are written, one log line
-says so, and it exits with 0.
+says so, and it exits with 0 (1 when the database did not confirm them in time).
 """
 import os
 import warnings
@@ -66,7 +66,7 @@ def end_serving_on_signals(eventlet: bool) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Build the app and serve it until SIGINT or SIGTERM, then store the classroom's queued samples and return 0;
-    1 when it cannot start."""
+    1 when it cannot start, or when those samples could not be confirmed stored."""
     parse_args(argv)
     from app import create_app
     from app.config import ConfigError
@@ -91,16 +91,19 @@ def main(argv: list[str] | None = None) -> int:
         socketio.run(app, host=host, port=port, allow_unsafe_werkzeug=app.config["ENV"] != "production")
     except KeyboardInterrupt:
         pass  # the signal came while the server was closing, outside its loop's own handling of it
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a repeated SIGTERM must not cut the final flush short
+    # A repeated SIGTERM or Ctrl-C must not cut the final flush short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     classroom = app.extensions["classroom"]
-    classroom.stop()
-    unsaved = classroom.writer.pending()
-    if unsaved:
-        app.logger.warning("MoodLens stopped (%s): %d classroom samples could not be stored",
-                           "/".join(received) or "server closed", unsaved)
-    else:
-        app.logger.info("MoodLens stopped (%s): classroom samples stored", "/".join(received) or "server closed")
-    return 0
+    why = "/".join(received) or "server closed"
+    if classroom.stop():
+        app.logger.info("MoodLens stopped (%s): classroom samples stored", why)
+        return 0
+    # The database did not answer in time: the flush may still be writing (its rows are out of the queue).
+    app.logger.warning("MoodLens stopped (%s): the last classroom samples are not confirmed stored "
+                       "(%d still queued, a write %s)", why, classroom.writer.pending(),
+                       "still running" if classroom.flushing() else "failed")
+    return 1
 
 
 if __name__ == "__main__":
@@ -108,7 +111,8 @@ if __name__ == "__main__":
     # Analyses of frames still in flight run on daemon threads inside TensorFlow Lite. Left to the interpreter's
     # finalization, such a thread is ended by pthread_exit inside C++ code and the process aborts ("terminate
     # called without an active exception", SIGABRT; seen under the threading mode's development server). The
-    # samples are stored and the log written by now: end the process without finalizing.
+    # samples are stored (or the exit code says they may not be) and the log is flushed below: end the process
+    # without finalizing.
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -86,3 +86,22 @@ def test_the_dashboard_keeps_being_pushed_while_the_database_hangs(hung_app, mon
         time.sleep(0.05)
     assert not service.flushing()
     assert service.writer.pending() >= queued + 1 and service.writer.stats["failures"] >= 1
+
+
+def test_stopping_says_whether_the_last_samples_were_stored(hung_app, capp):
+    """``stop()`` is True only once the final flush has ended with nothing queued (``python -m app`` exits 1
+    otherwise); a flush still waiting on the hung database is not "stored"."""
+    app, close = hung_app
+    service = app.extensions["classroom"]
+    now = time.time()
+    agg = ClassAggregate(7, "ABCD2345", "Biology 7B", False, service.settings, started=now - 5)
+    agg.join(1, "Sam", "sid-1", now=now - 5)
+    agg.add(1, [{"scores": {"happy": 0.9, "neutral": 0.1}}], now=now - 3)
+    service._classes[agg.session_id] = agg
+    finished, _, _ = in_thread(lambda: service.tick(now + service.push_every, force=True), 20)
+    assert finished  # the finished seconds are queued, and their flush waits on the hung database
+    assert service.stop(timeout=0.5) is False
+    assert service.flushing()
+    close()
+    # The same call on a database that answers, with nothing queued.
+    assert capp.extensions["classroom"].stop(timeout=5) is True

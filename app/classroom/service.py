@@ -465,10 +465,11 @@ class ClassroomService:
                     break
         log.debug("classroom ticker stopped")
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the ticker and flush what is queued, waiting up to ``timeout`` s for each."""
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop the ticker and flush what is queued, waiting up to ``timeout`` s for each; True when that flush
+        ended in time and left nothing queued (every sample stored)."""
         self._stop.set()
         deadline = time.monotonic() + timeout
         while self._ticker_alive and time.monotonic() < deadline:
             time.sleep(0.05)
-        self.flush(timeout)
+        return self.flush(timeout) and not self.writer.pending()

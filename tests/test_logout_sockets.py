@@ -199,3 +199,21 @@ def test_logout_on_one_process_closes_the_dashboard_on_the_other(tmp_path, model
             probe.close()
         second.stop()
         first.stop()
+
+
+def test_a_redis_failure_of_the_login_calls_is_not_a_class_summary_outage(caplog):
+    """The login bookkeeping keeps its own outage record: its failed calls neither mark the class-summary link
+    down (merged summaries would stop for its retry interval) nor count in that link's log lines."""
+    from types import SimpleNamespace
+
+    from app.classroom.cluster import ClusterLink
+    from tests.browser import free_port
+
+    link = ClusterLink(f"redis://127.0.0.1:{free_port()}/0", push_every=1.5)  # nothing listens there
+    logins = classroom_events.DashboardLogins(SimpleNamespace(cluster=link), ttl=60)
+    with caplog.at_level("WARNING"):
+        assert logins.ended("some-login") is False  # Redis away: only this process's record counts
+    assert logins.outage.down_since is not None
+    assert link.outage.down_since is None and link.available
+    assert any(r.getMessage().startswith("dashboard logins: Redis at") for r in caplog.records)
+    link.close()

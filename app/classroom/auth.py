@@ -58,19 +58,24 @@ def safe_next(target: str | None) -> str | None:
     return target
 
 
+def new_login_id() -> str:
+    """A random id for one teacher login (``LOGIN_KEY`` in the session)."""
+    return secrets.token_urlsafe(18)
+
+
 def start_login(teacher: Teacher) -> None:
     """Log ``teacher`` in with a fresh login id; the login it replaces in this browser, if any, ends."""
     end_login(session.get(LOGIN_KEY))
     login_user(teacher)
-    session[LOGIN_KEY] = secrets.token_urlsafe(18)
+    session[LOGIN_KEY] = new_login_id()
 
 
 @bp.before_request
 def give_login_an_id():
-    """A session logged in without a login id (from before ids, or restored by Flask-Login) gets one here,
-    on a classroom page, before any dashboard socket of it connects."""
+    """A session logged in before login ids existed gets one here, on a classroom page, before any dashboard
+    socket of it connects (the session is written only then)."""
     if session.get("_user_id") is not None and not session.get(LOGIN_KEY):
-        session[LOGIN_KEY] = secrets.token_urlsafe(18)
+        session[LOGIN_KEY] = new_login_id()
 
 
 @login_manager.user_loader

@@ -55,6 +55,7 @@ from flask_login import current_user
 from flask_socketio import ConnectionRefusedError, join_room, leave_room
 from sqlalchemy import select
 
+from app.classroom.cluster import RedisOutage
 from app.classroom.models import Classroom, normalise_code
 from app.classroom.reports import summary
 from app.classroom.routes import current_student
@@ -67,6 +68,9 @@ log = logging.getLogger("moodlens.classroom.events")
 LOGIN_KEY = "classroom_login"  # Flask-session key: the random id of this browser's teacher login
 LOGIN_PREFIX = "moodlens:login:"
 LOGGED_OUT = "you are logged out: log in again to open a class dashboard"
+# Ended logins remembered by one process at most (about 20 MB): the oldest are forgotten first, so log-outs
+# cannot grow memory without bound within a session cookie's lifetime.
+MAX_ENDED_LOGINS = 100_000
 _registry_lock = threading.Lock()
 
 
@@ -97,11 +101,16 @@ class DashboardLogins:
         self._lock = threading.Lock()
         self._sids: dict[str, set[str]] = {}
         self._ended: OrderedDict[str, float] = OrderedDict()  # login -> time.monotonic() it is forgotten
+        link = service.cluster
+        # Its own outage record over the link's connection: a refused login call is not a missed class summary.
+        self.outage = None if link is None else RedisOutage(
+            log, "dashboard logins", link.url, link.outage.retry_after,
+            "a log-out closes the dashboards of its own process only", "login calls without it")
 
     def _redis(self):
         """The service's Redis link when there is one and it is not known to be away, else None."""
         link = self.service.cluster
-        return None if link is None or link.outage.skip() else link
+        return None if link is None or self.outage.skip() else link
 
     def _call(self, link, build) -> list | None:
         """Run ``build(pipeline)`` as one transaction; its replies, or None when Redis failed (logged once)."""
@@ -110,9 +119,9 @@ class DashboardLogins:
             build(pipe)
             replies = pipe.execute()
         except (redis.RedisError, OSError) as exc:
-            link.outage.failed(exc)
+            self.outage.failed(exc)
             return None
-        link.outage.ok()
+        self.outage.ok()
         return replies
 
     def _ended_here(self, login: str) -> bool:
@@ -172,12 +181,14 @@ class DashboardLogins:
             self._ended_here(login)
             self._ended[login] = time.monotonic() + self.ttl
             self._ended.move_to_end(login)
+            while len(self._ended) > MAX_ENDED_LOGINS:
+                self._ended.popitem(last=False)
             sids = self._sids.pop(login, set())
         link = self.service.cluster
         if link is None:
             return sids
         key = LOGIN_PREFIX + login
-        replies = None if link.outage.skip() else self._call(
+        replies = None if self.outage.skip() else self._call(
             link, lambda p: (p.set(key + ":ended", 1, ex=int(self.ttl)), p.smembers(key + ":sids"),
                              p.delete(key + ":sids")))
         if replies is None:

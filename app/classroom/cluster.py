@@ -168,6 +168,21 @@ class RedisOutage:
             self.log.warning("%s: Redis at %s reachable again after %.0f s (%d %s)", self.who, self.url,
                              time.monotonic() - since, missed, self.missed_what)
 
+    def run(self, client: redis.Redis, build, transaction: bool = False) -> list | None:
+        """``build(pipeline)`` sent through ``client`` in one round trip (a MULTI transaction if ``transaction``):
+        its replies, or None when Redis is away or failed (counted and logged as this outage)."""
+        if self.skip():
+            return None
+        try:
+            pipe = client.pipeline(transaction=transaction)
+            build(pipe)
+            replies = pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            self.failed(exc)
+            return None
+        self.ok()
+        return replies
+
     def _reminder(self, now: float) -> tuple[float, int] | None:
         """(seconds down, calls missed) when the outage is due to be logged again; call with the lock held."""
         if self.down_since is None or now < self._next_reminder:
@@ -232,11 +247,11 @@ class ClusterLink:
     def exchange(self, parts: dict[int, dict], now: float) -> dict[int, Exchange] | None:
         """Publish ``parts`` (session id -> this process's part), claim or renew each session's leadership,
         and read the other processes' parts and the end markers: one round trip. None: Redis unreachable."""
-        if not parts or self.outage.skip():
+        if not parts:
             return None
         ttl_ms = int(self.leader_ttl * 1000)
-        try:
-            pipe = self.client.pipeline(transaction=False)
+
+        def build(pipe) -> None:
             for session_id, part in parts.items():
                 key = part_key(session_id)
                 pipe.hset(key, self.process_id, json.dumps(part, separators=(",", ":")))
@@ -244,11 +259,10 @@ class ClusterLink:
                 pipe.eval(LEADER_SCRIPT, 1, leader_key(session_id), self.process_id, ttl_ms)
                 pipe.hgetall(key)
                 pipe.get(ended_key(session_id))
-            replies = pipe.execute()
-        except (redis.RedisError, OSError) as exc:
-            self.outage.failed(exc)
+
+        replies = self.outage.run(self.client, build)
+        if replies is None:
             return None
-        self.outage.ok()
         self.exchanges += 1
         out: dict[int, Exchange] = {}
         expired: list[tuple[int, bytes]] = []
@@ -261,17 +275,11 @@ class ClusterLink:
 
     def read(self, session_id: int, now: float) -> Exchange | None:
         """The other processes' parts of one session (no publishing, no leadership); None: Redis unreachable."""
-        if self.outage.skip():
+        replies = self.outage.run(self.client, lambda pipe: (pipe.hgetall(part_key(session_id)),
+                                                             pipe.get(ended_key(session_id))))
+        if replies is None:
             return None
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.hgetall(part_key(session_id))
-            pipe.get(ended_key(session_id))
-            fields, ended = pipe.execute()
-        except (redis.RedisError, OSError) as exc:
-            self.outage.failed(exc)
-            return None
-        self.outage.ok()
+        fields, ended = replies
         expired: list[tuple[int, bytes]] = []
         got = Exchange(False, self._others(session_id, fields, now, expired), ended.decode() if ended else None)
         self._drop(expired)
@@ -309,19 +317,11 @@ class ClusterLink:
 
     def mark_ended(self, session_id: int, reason: str) -> bool:
         """Tell the other processes that the session ended (``reason``: "ended" or "deleted"); drop its parts."""
-        if self.outage.skip():
+        replies = self.outage.run(self.client, lambda pipe: (pipe.set(ended_key(session_id), reason, ex=ENDED_TTL_S),
+                                                             pipe.delete(part_key(session_id), leader_key(session_id))))
+        if replies is None:
             log.warning("classroom: Redis away: the other processes are not told that session %s ended", session_id)
             return False
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.set(ended_key(session_id), reason, ex=ENDED_TTL_S)
-            pipe.delete(part_key(session_id), leader_key(session_id))
-            pipe.execute()
-        except (redis.RedisError, OSError) as exc:
-            self.outage.failed(exc)
-            log.warning("classroom: the other processes are not told that session %s ended", session_id)
-            return False
-        self.outage.ok()
         return True
 
     def close(self) -> None:

@@ -49,7 +49,6 @@ import threading
 import time
 from collections import OrderedDict
 
-import redis
 from flask import current_app, request, session
 from flask_login import current_user
 from flask_socketio import ConnectionRefusedError, join_room, leave_room
@@ -107,22 +106,11 @@ class DashboardLogins:
             log, "dashboard logins", link.url, link.outage.retry_after,
             "a log-out closes the dashboards of its own process only", "login calls without it")
 
-    def _redis(self):
-        """The service's Redis link when there is one and it is not known to be away, else None."""
+    def _call(self, build) -> list | None:
+        """``build(pipeline)`` as one Redis transaction: its replies; None with one process (no Redis) or when
+        Redis is away or failed (logged as this registry's outage)."""
         link = self.service.cluster
-        return None if link is None or self.outage.skip() else link
-
-    def _call(self, link, build) -> list | None:
-        """Run ``build(pipeline)`` as one transaction; its replies, or None when Redis failed (logged once)."""
-        try:
-            pipe = link.client.pipeline(transaction=True)
-            build(pipe)
-            replies = pipe.execute()
-        except (redis.RedisError, OSError) as exc:
-            self.outage.failed(exc)
-            return None
-        self.outage.ok()
-        return replies
+        return None if link is None else self.outage.run(link.client, build, transaction=True)
 
     def _ended_here(self, login: str) -> bool:
         """Whether ``login`` ended on this process (call with the lock held); forgets expired ends."""
@@ -137,12 +125,9 @@ class DashboardLogins:
             if self._ended_here(login):
                 return False
             self._sids.setdefault(login, set()).add(sid)
-        link = self._redis()
-        if link is None:
-            return True
         key = LOGIN_PREFIX + login
-        replies = self._call(link, lambda p: (p.sadd(key + ":sids", sid), p.expire(key + ":sids", int(self.ttl)),
-                                              p.exists(key + ":ended")))
+        replies = self._call(lambda p: (p.sadd(key + ":sids", sid), p.expire(key + ":sids", int(self.ttl)),
+                                        p.exists(key + ":ended")))
         if replies and replies[2]:
             self.discard(login, sid)
             return False
@@ -158,9 +143,7 @@ class DashboardLogins:
                 sids.discard(sid)
                 if not sids:
                     del self._sids[login]
-        link = self._redis()
-        if link is not None:
-            self._call(link, lambda p: p.srem(LOGIN_PREFIX + login + ":sids", sid))
+        self._call(lambda p: p.srem(LOGIN_PREFIX + login + ":sids", sid))
 
     def ended(self, login: str | None) -> bool:
         """Whether ``login`` ended here or on another process (a missing id counts as ended)."""
@@ -169,10 +152,7 @@ class DashboardLogins:
         with self._lock:
             if self._ended_here(login):
                 return True
-        link = self._redis()
-        if link is None:
-            return False
-        replies = self._call(link, lambda p: p.exists(LOGIN_PREFIX + login + ":ended"))
+        replies = self._call(lambda p: p.exists(LOGIN_PREFIX + login + ":ended"))
         return bool(replies and replies[0])
 
     def end(self, login: str) -> set[str]:
@@ -184,13 +164,11 @@ class DashboardLogins:
             while len(self._ended) > MAX_ENDED_LOGINS:
                 self._ended.popitem(last=False)
             sids = self._sids.pop(login, set())
-        link = self.service.cluster
-        if link is None:
+        if self.service.cluster is None:
             return sids
         key = LOGIN_PREFIX + login
-        replies = None if self.outage.skip() else self._call(
-            link, lambda p: (p.set(key + ":ended", 1, ex=int(self.ttl)), p.smembers(key + ":sids"),
-                             p.delete(key + ":sids")))
+        replies = self._call(lambda p: (p.set(key + ":ended", 1, ex=int(self.ttl)), p.smembers(key + ":sids"),
+                                        p.delete(key + ":sids")))
         if replies is None:
             log.warning("log-out: Redis away: the login's dashboards on other processes are not closed")
             return sids

@@ -285,3 +285,11 @@ def test_a_body_over_the_limit_still_names_its_size(app):
     body = b"\0" * (app.config["MAX_CONTENT_LENGTH"] + 1)
     api = app.test_client().post("/api/v1/analyze", data=body, content_type="image/jpeg")
     assert api.status_code == 413 and f"the limit is {app.config['MAX_UPLOAD_BYTES']} bytes" in api.json["error"]
+
+
+@pytest.mark.parametrize("head, name", [(b"P6 640 480 255\n", "PPM"), (b"P4\n", "PPM"), (b"P", None), (b"P1", None),
+                                        (b"P9 ", None), (b"", None)])
+def test_a_format_is_named_only_from_bytes_that_say_so(head, name):
+    from app.vision.images import sniff_format
+
+    assert sniff_format(head) == name

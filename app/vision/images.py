@@ -16,7 +16,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
-from PIL.JpegImagePlugin import DQT as JPEG_DQT, MARKER as JPEG_MARKERS, SOF as JPEG_SOF  # how Pillow reads each marker
+# How Pillow reads each JPEG marker: the table of them, and two of its handlers.
+from PIL.JpegImagePlugin import DQT as JPEG_DQT
+from PIL.JpegImagePlugin import MARKER as JPEG_MARKERS
+from PIL.JpegImagePlugin import SOF as JPEG_SOF
 
 SUPPORTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 SUPPORTED_MIME = set(SUPPORTED_FORMATS.values())
@@ -117,7 +120,7 @@ def sniff_format(head: bytes) -> str | None:
         return "WEBP"
     if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS:
         return HEIF_BRANDS[head[8:12]]
-    if head[:1] == b"P" and head[1:2] in b"1234567" and head[2:3] in b" \t\r\n":  # also PBM, PGM, PAM
+    if len(head) >= 3 and head[0] == ord("P") and head[1] in b"1234567" and head[2] in b" \t\r\n":  # also PBM, PGM, PAM
         return "PPM"
     return next((name for magic, name in OTHER_MAGIC if head.startswith(magic)), None)
 

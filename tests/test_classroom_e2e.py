@@ -88,8 +88,11 @@ def open_student(browser, url: str, code: str, name: str, screenshot: Path | Non
     expect(page.locator("#sharing")).to_have_attribute("data-state", "on", timeout=20 * SECONDS)
     expect(page.locator("#sharing-text")).to_have_text("Sharing with Biology 7B")
     expect(page.locator("#my-emotion")).to_have_text(EMOTION, timeout=20 * SECONDS)
-    label = page.locator("#my-emotion").text_content()
-    expect(page.locator("#my-emotion")).to_have_class(f"emo emo-{label}")  # coloured by the palette's CSS
+    # Coloured by the palette's CSS: its class names the emotion shown (read at once: the result changes).
+    page.wait_for_function("""() => {
+      const el = document.getElementById("my-emotion");
+      return el.className === `emo emo-${el.textContent}`;
+    }""", timeout=5 * SECONDS)
     return page, problems
 
 

@@ -56,14 +56,20 @@ def test_healthz_reports_a_hung_database_within_seconds(hung_app):
     assert finished and resp.status_code == 503 and took < 1
 
 
-def test_the_dashboard_keeps_being_pushed_while_the_database_hangs(hung_app, monkeypatch):
-    app, close = hung_app
-    service = app.extensions["classroom"]
+def live_class(service) -> float:
+    """Make class ABCD2345 (session 7) live in ``service`` with Sam's face of 3 s ago; returns now."""
     now = time.time()
     agg = ClassAggregate(7, "ABCD2345", "Biology 7B", False, service.settings, started=now - 5)
     agg.join(1, "Sam", "sid-1", now=now - 5)
     agg.add(1, [{"scores": {"happy": 0.9, "neutral": 0.1}}], now=now - 3)
     service._classes[agg.session_id] = agg  # live, as a student's join would have made it
+    return now
+
+
+def test_the_dashboard_keeps_being_pushed_while_the_database_hangs(hung_app, monkeypatch):
+    app, close = hung_app
+    service = app.extensions["classroom"]
+    now = live_class(service)
     pushed = []
     monkeypatch.setattr(socketio, "emit", lambda event, data, **kw: pushed.append((event, data, kw)))
 
@@ -93,11 +99,7 @@ def test_stopping_says_whether_the_last_samples_were_stored(hung_app, capp):
     otherwise); a flush still waiting on the hung database is not "stored"."""
     app, close = hung_app
     service = app.extensions["classroom"]
-    now = time.time()
-    agg = ClassAggregate(7, "ABCD2345", "Biology 7B", False, service.settings, started=now - 5)
-    agg.join(1, "Sam", "sid-1", now=now - 5)
-    agg.add(1, [{"scores": {"happy": 0.9, "neutral": 0.1}}], now=now - 3)
-    service._classes[agg.session_id] = agg
+    now = live_class(service)
     finished, _, _ = in_thread(lambda: service.tick(now + service.push_every, force=True), 20)
     assert finished  # the finished seconds are queued, and their flush waits on the hung database
     assert service.stop(timeout=0.5) is False

@@ -29,7 +29,7 @@ COPY templates ./templates
 COPY static ./static
 COPY migrations ./migrations
 COPY models ./models
-COPY wsgi.py ./
+COPY wsgi.py gunicorn.conf.py ./
 RUN mkdir -p /app/instance && chown moodlens:moodlens /app/instance
 
 USER moodlens
@@ -38,4 +38,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
   CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/healthz', timeout=4)" || exit 1
 # One worker per process (Flask-SocketIO); scale out with more containers behind nginx
 # (docker-compose.yml). Each open Socket.IO connection holds one of the THREADS.
-CMD ["sh", "-c", "exec gunicorn -k gthread -w 1 --threads ${THREADS} -b ${HOST}:${PORT} --access-logfile - --error-logfile - wsgi:app"]
+CMD ["sh", "-c", "exec gunicorn -c gunicorn.conf.py -k gthread -w 1 --threads ${THREADS} -b ${HOST}:${PORT} --access-logfile - --error-logfile - wsgi:app"]

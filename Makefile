@@ -35,7 +35,7 @@ system-test-deps:
 
 ## Serve on http://$(HOST):$(PORT) with the bundled model and SQLite (production server, threading mode).
 run: setup
-	$(VENV)/bin/gunicorn -k gthread -w 1 --threads $(THREADS) -b $(HOST):$(PORT) --access-logfile - wsgi:app
+	$(VENV)/bin/gunicorn -c gunicorn.conf.py -k gthread -w 1 --threads $(THREADS) -b $(HOST):$(PORT) --access-logfile - wsgi:app
 
 ## The same app under eventlet (the design card's async mode), through socketio.run.
 run-eventlet: setup

@@ -1,4 +1,4 @@
-"""WSGI entry point: ``gunicorn -k gthread -w 1 --threads 64 -b 0.0.0.0:8000 wsgi:app``.
+"""WSGI entry point: ``gunicorn -c gunicorn.conf.py -k gthread -w 1 --threads 64 -b 0.0.0.0:8000 wsgi:app``.
 
 One worker per process (Flask-SocketIO keeps its clients in the process), with
 threads for concurrency (``ASYNC_MODE=threading``, the default). Every open

@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from app import create_app
     from app.config import ConfigError
     from app.extensions import socketio
+    from app.shutdown import store_queued_samples
     from app.vision.emotions import ModelLoadError
 
     raw_port = os.environ.get("PORT") or "8000"
@@ -94,16 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     # A repeated SIGTERM or Ctrl-C must not cut the final flush short.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    classroom = app.extensions["classroom"]
-    why = "/".join(received) or "server closed"
-    if classroom.stop():
-        app.logger.info("MoodLens stopped (%s): classroom samples stored", why)
-        return 0
-    # The database did not answer in time: the flush may still be writing (its rows are out of the queue).
-    app.logger.warning("MoodLens stopped (%s): the last classroom samples are not confirmed stored "
-                       "(%d still queued, a write %s)", why, classroom.writer.pending(),
-                       "still running" if classroom.flushing() else "failed")
-    return 1
+    return 0 if store_queued_samples(app, "/".join(received) or "server closed") else 1
 
 
 if __name__ == "__main__":

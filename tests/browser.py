@@ -154,7 +154,7 @@ class ServerError(RuntimeError):
 class ServerProcess:
     """The real MoodLens server as a subprocess on a free loopback port.
 
-    ``mode="threading"``: ``gunicorn -k gthread -w 1 --threads 64 wsgi:app`` (production);
+    ``mode="threading"``: ``gunicorn -c gunicorn.conf.py -k gthread -w 1 --threads 64 wsgi:app`` (production);
     ``mode="eventlet"``: ``ASYNC_MODE=eventlet python -m app``. Use as a context
     manager, or call ``start()`` and ``stop()``. Output goes to ``log_path``.
     """
@@ -183,7 +183,8 @@ class ServerProcess:
 
     def command(self, port: int) -> list[str]:
         if self.mode == "threading":
-            return [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "1", "--threads", str(self.threads),
+            return [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-k", "gthread", "-w", "1",
+                    "--threads", str(self.threads),
                     "-b", f"127.0.0.1:{port}", "--graceful-timeout", "5", "--no-control-socket", "wsgi:app"]
         return [sys.executable, "-m", "app"]
 
@@ -248,13 +249,14 @@ class ServerProcess:
                 raise self._fail(f"/healthz did not answer 200 within {self.startup_timeout:.0f} s")
             time.sleep(0.2)
 
-    def stop(self, timeout: float = 15.0) -> int | None:
-        """Terminate the server's whole process group (SIGKILL after ``timeout``); returns its exit code."""
+    def stop(self, timeout: float = 15.0, sig: int = signal.SIGTERM) -> int | None:
+        """Signal the server's whole process group (as ``docker stop`` or, with SIGINT, Ctrl-C in its terminal);
+        SIGKILL after ``timeout``. Returns its exit code."""
         proc, self.proc = self.proc, None
         code = None
         if proc is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
+                os.killpg(proc.pid, sig)
             try:
                 code = proc.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -71,6 +71,8 @@ def test_nginx_template_placeholders_are_exactly_what_compose_and_the_tests_fill
     r"COPY models \./models",                         # the model baked in
     r"--access-logfile - --error-logfile -",          # logs to stdout/stderr
     r"THREADS=64",
+    r"COPY wsgi\.py gunicorn\.conf\.py \./",             # the hooks that store queued samples on stop
+    r"exec gunicorn -c gunicorn\.conf\.py ",
 ])
 def test_dockerfile(needle):
     assert re.search(needle, DOCKERFILE, re.M | re.S), needle

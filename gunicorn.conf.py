@@ -1,0 +1,67 @@
+"""gunicorn hooks for MoodLens: a stopping worker closes its Socket.IO connections and stores the classroom's
+queued samples, as ``python -m app`` does.
+
+gunicorn reads this file from the folder it starts in; ``make run`` and the Dockerfile name it too
+(``-c gunicorn.conf.py``). The command line keeps the settings (``-k gthread -w 1 --threads N``, see wsgi.py).
+
+Why: on SIGTERM (``docker stop``, systemd) a gthread worker stops accepting and waits up to
+``--graceful-timeout`` (30 s) for its open connections, and a Socket.IO connection lasts as long as its page.
+Left open, they outlast the grace period (and docker's 10 s): the worker is killed, and the samples queued since
+the last write are lost. So the worker closes them at once (each page reconnects by itself, to this server once it
+is back or to another process), and writes what is queued as it exits; the same on SIGINT (Ctrl-C) and SIGQUIT,
+gunicorn's quick stop.
+"""
+import logging
+import os
+import signal
+import sys
+import threading
+
+_received: list[str] = []  # the stop signals this worker received, first first
+
+
+def post_worker_init(worker):
+    """Note each stop signal; on SIGTERM also start closing the Socket.IO connections, then let gunicorn's own
+    handler run (SIGTERM: finish in-flight requests; SIGINT and SIGQUIT: leave at once)."""
+    from app.shutdown import close_connections
+
+    def wrap(signum):
+        previous = signal.getsignal(signum)
+
+        def handler(sig, frame):
+            _received.append(signal.Signals(sig).name)
+            if sig == signal.SIGTERM and len(_received) == 1:
+                threading.Thread(target=close_connections, name="moodlens-stop", daemon=True).start()
+            previous(sig, frame)
+
+        signal.signal(signum, handler)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        wrap(signum)
+    signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn set it: the signal does not interrupt system calls
+
+
+def worker_exit(server, worker):
+    """The worker is leaving: close what is still connected, store the queued samples, and end the process.
+
+    Ended with ``os._exit``: analyses still in flight run on threads inside TensorFlow Lite, which the
+    interpreter's finalization would abort (see app/__main__.py). Exit code 1 when the samples are not confirmed
+    stored. A worker whose app never loaded exits as gunicorn decides (code 4 stops the master).
+    """
+    from flask import Flask
+
+    app = getattr(worker, "wsgi", None)
+    if not isinstance(app, Flask):
+        return
+    # A repeated signal (the master's SIGQUIT after Ctrl-C) must not cut the write short.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_IGN)
+    from app.shutdown import close_connections, store_queued_samples
+
+    close_connections()
+    # The first signal says why (after Ctrl-C the master's SIGQUIT follows the terminal's SIGINT).
+    stored = store_queued_samples(app, _received[0] if _received else "worker exiting")
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0 if stored else 1)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Callable
 
 log = logging.getLogger("moodlens.concurrency")
@@ -30,6 +31,7 @@ class Background:
                  log_errors: bool = True):
         self.result: Any = None
         self.error: BaseException | None = None
+        self.started = time.monotonic()
         self._done = threading.Event()
         self._name = name
         self._log_errors = log_errors

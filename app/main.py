@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from flask import Blueprint, current_app, jsonify, render_template
 from sqlalchemy import text
@@ -13,6 +15,7 @@ bp = Blueprint("main", __name__)
 log = logging.getLogger("moodlens.health")
 QUEUE_TIMEOUT_S = 2.0
 DATABASE_TIMEOUT_S = 2.0  # a database that has not answered SELECT 1 by then counts as unreachable
+_probe_lock = threading.Lock()  # one probe at a time: checks that come together share it
 
 
 @bp.get("/")
@@ -36,20 +39,25 @@ def database_status() -> dict:
     """``{"reachable": bool, "backend": "sqlite" | "postgresql" | ...}``: one ``SELECT 1``, waited on for
     ``DATABASE_TIMEOUT_S`` at most (a hung server is unreachable, not a hung health check).
 
-    The probe runs on a thread of its own; while one is still waiting on a hung server, the next health
-    check reports unreachable at once instead of starting another.
+    The probe runs on a thread of its own, one at a time: a check that comes while one is running waits on it
+    (until ``DATABASE_TIMEOUT_S`` after that probe began) instead of starting another, and once a probe has
+    waited longer than that on a hung server, the next checks report unreachable at once.
     """
     from app.extensions import db
 
     app = current_app._get_current_object()
     backend = db.engine.dialect.name
-    probe = app.extensions.get("health_database_probe")
-    if probe is not None and probe.running():
-        log.warning("health check: database unreachable: the previous probe is still waiting for an answer")
+    with _probe_lock:
+        probe = app.extensions.get("health_database_probe")
+        if probe is None or not probe.running():
+            probe = app.extensions["health_database_probe"] = Background(
+                app.config["ASYNC_MODE"], _select_one, app, name="health check database probe")
+    waited = time.monotonic() - probe.started
+    if waited >= DATABASE_TIMEOUT_S and probe.running():
+        log.warning("health check: database unreachable: the previous probe is still waiting for an answer "
+                    "(%.0f s)", waited)
         return {"reachable": False, "backend": backend}
-    probe = app.extensions["health_database_probe"] = Background(app.config["ASYNC_MODE"], _select_one, app,
-                                                                 name="health check database probe")
-    if not probe.wait(DATABASE_TIMEOUT_S):
+    if not probe.wait(DATABASE_TIMEOUT_S - waited):
         log.warning("health check: database unreachable: no answer within %.0f s", DATABASE_TIMEOUT_S)
         return {"reachable": False, "backend": backend}
     if probe.result is not None or probe.error is not None:

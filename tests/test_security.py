@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import io
 import re
+import threading
+import time
 
 import pytest
 
@@ -288,6 +290,32 @@ def test_healthz_is_503_when_the_database_is_unreachable():
     assert resp.json["status"] == "error" and resp.json["database"] == {"reachable": False, "backend": "postgresql"}
     assert resp.json["model"]["loaded"] is True
     assert resp.headers["Cache-Control"] == "no-store"
+
+
+def test_health_checks_at_the_same_moment_share_one_answer_from_a_slow_database(app, monkeypatch):
+    """Two checks at once (an orchestrator's and a load balancer's, or a client's retry): the second waits on the
+    first's probe, within the same time limit, instead of calling a database that answers in 0.5 s unreachable."""
+    import app.main as health
+
+    calls = []
+    answer = health._select_one
+
+    def slow_select_one(flask_app):
+        calls.append(1)
+        time.sleep(0.5)
+        return answer(flask_app)
+
+    monkeypatch.setattr(health, "_select_one", slow_select_one)
+    answers = []
+    checks = [threading.Thread(target=lambda: answers.append(app.test_client().get("/healthz"))) for _ in range(2)]
+    for check in checks:
+        check.start()
+        time.sleep(0.05)
+    for check in checks:
+        check.join(10)
+    assert [resp.status_code for resp in answers] == [200, 200], [resp.json for resp in answers]
+    assert all(resp.json["database"] == {"reachable": True, "backend": "sqlite"} for resp in answers)
+    assert len(calls) == 1  # one probe, not one per check
 
 
 @pytest.mark.parametrize("url", ["/api/v1/analyze", "/upload"])

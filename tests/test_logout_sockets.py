@@ -94,6 +94,25 @@ def test_the_old_session_cookie_cannot_open_a_dashboard_after_logout(capp, teach
     assert not sockets(teacher.client, namespace=NAMESPACE).is_connected(NAMESPACE)
 
 
+def test_the_old_session_cookie_opens_no_teacher_page_after_logout(capp, teacher):
+    """A copy of the session cookie (another tab's, a stolen one) is logged out with the browser that logged out."""
+    copy = capp.test_client()
+    copy.set_cookie("session", teacher.client.get_cookie("session").value)
+    pages = ["/classes", f"/classes/{teacher.code}", f"/classes/{teacher.code}/history"]
+    assert all(copy.get(page).status_code == 200 for page in pages)  # the copy is the same login, while it lasts
+    assert teacher.client.post("/logout").status_code == 302
+    for page in pages:
+        resp = copy.get(page)
+        assert resp.status_code == 302 and resp.headers["Location"].startswith("/login"), page
+    assert copy.get(f"/classes/{teacher.code}/export.csv").status_code == 401
+    assert copy.get(f"/api/v1/classes/{teacher.code}/mood").status_code == 401
+    resp = copy.post(f"/classes/{teacher.code}/end")  # cannot end the class either
+    assert resp.status_code == 302 and resp.headers["Location"].startswith("/login")
+    # Logging in again, from the same browser, opens the pages again.
+    assert login(copy, teacher.email).status_code == 302
+    assert copy.get("/classes").status_code == 200
+
+
 def test_another_teacher_logging_in_in_the_same_browser_does_not_inherit_the_dashboard(capp, teacher, sockets,
                                                                                          frame):
     service = capp.extensions["classroom"]
@@ -159,6 +178,7 @@ def test_a_dashboard_connecting_while_its_login_ends_is_refused(capp, teacher, s
 @pytest.mark.slow
 @pytest.mark.redis
 def test_logout_on_one_process_closes_the_dashboard_on_the_other(tmp_path, model_copy, redis_server):
+    import requests
     from socketio.exceptions import ConnectionError as Refused
 
     from tests.browser import ServerProcess
@@ -186,8 +206,10 @@ def test_logout_on_one_process_closes_the_dashboard_on_the_other(tmp_path, model
         assert board.wait_for("logged_out", timeout=10) is not None, "the other process's dashboard was not told"
         assert board.wait_disconnected(10), "the other process did not close the dashboard"
         assert time.monotonic() - started < 10
-        # The old cookie opens no dashboard on either process.
+        # The old cookie opens no dashboard, and no teacher page, on either process.
         for server in (second, first):
+            page = requests.get(server.url + "/classes", headers=cookie, allow_redirects=False, timeout=10)
+            assert page.status_code == 302 and page.headers["Location"].startswith("/login"), server.url
             probe = Probe(server.url, headers=cookie, namespaces=[NAMESPACE])
             boards.append(probe)
             with pytest.raises(Refused):

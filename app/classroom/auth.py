@@ -2,7 +2,8 @@
 
 Each log-in gets a random id in the Flask session (``events.LOGIN_KEY``): the
 log-out, or another log-in in the same browser, ends that login, which closes
-its open dashboard sockets in every process (see app/classroom/events.py).
+its open dashboard sockets in every process (see app/classroom/events.py), and
+a copy of its session cookie opens no teacher page any more.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.classroom import bp
-from app.classroom.events import LOGIN_KEY, end_login
+from app.classroom.events import LOGIN_KEY, dashboard_logins, end_login
 from app.classroom.forms import ActionForm, LoginForm, RegisterForm, normalise_email, require_valid
 from app.classroom.models import Teacher
 from app.extensions import db, limiter, login_manager
@@ -80,7 +81,11 @@ def give_login_an_id():
 
 @login_manager.user_loader
 def load_teacher(user_id: str) -> Teacher | None:
-    """The logged-in teacher for Flask-Login (None when the account is gone)."""
+    """The logged-in teacher for Flask-Login: None when the account is gone, or when this session's login has
+    ended (logged out), so a copy of the session cookie is logged out with the browser that logged out."""
+    login = session.get(LOGIN_KEY)
+    if login and dashboard_logins().ended(login):
+        return None
     try:
         return db.session.get(Teacher, int(user_id))
     except (TypeError, ValueError):

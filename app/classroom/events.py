@@ -241,9 +241,10 @@ def classroom_settings(*_args):
 @socketio.on("connect", namespace=NAMESPACE)
 def dashboard_connect(auth=None):
     """Only a logged-in teacher, whose login has not ended, may open a dashboard socket (recorded under that login)."""
-    if not current_user.is_authenticated:
-        raise ConnectionRefusedError("log in as a teacher to open a class dashboard")
     login = session.get(LOGIN_KEY)
+    if not current_user.is_authenticated:
+        # A session that still holds a login id is a logged-out one (its login ended: a copied cookie).
+        raise ConnectionRefusedError(LOGGED_OUT if login else "log in as a teacher to open a class dashboard")
     if not login or not dashboard_logins().add(login, request.sid):
         raise ConnectionRefusedError(LOGGED_OUT)
     join_room(login_room(login))

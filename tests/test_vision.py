@@ -13,7 +13,14 @@ import pytest
 from PIL import Image
 
 from app.vision.faces import DetectorSettings, FaceDetector
-from app.vision.images import MAX_JPEG_SCANS, ImageError, ImageTooLarge, UnsupportedImage, decode_image
+from app.vision.images import (
+    MAX_JPEG_HEADER_MARKERS,
+    MAX_JPEG_SCANS,
+    ImageError,
+    ImageTooLarge,
+    UnsupportedImage,
+    decode_image,
+)
 from app.vision.pipeline import STILL_SETTINGS, StreamAnalyzer, analyze_image
 from app.vision.preprocess import EMOTIONS, TTA_VIEWS, ZOOM_CROP, prepare_face, tta_views
 from app.vision.tracking import FaceTracker, iou
@@ -189,8 +196,40 @@ def many_scans_jpeg(scans: int) -> bytes:
 @pytest.mark.parametrize("want_color", [True, False])  # the upload path (Pillow) and the live one (libjpeg to gray)
 def test_decode_refuses_a_jpeg_of_too_many_scans(want_color):
     assert decode(many_scans_jpeg(MAX_JPEG_SCANS), want_color=want_color).gray.shape == (48, 64)
-    with pytest.raises(ImageError, match=f"{MAX_JPEG_SCANS + 1} scans; at most {MAX_JPEG_SCANS}") as refused:
+    with pytest.raises(ImageError, match=f"more than {MAX_JPEG_SCANS} scans") as refused:
         decode(many_scans_jpeg(MAX_JPEG_SCANS + 1), want_color=want_color)
+    assert refused.value.status == 400
+
+
+@pytest.mark.parametrize("want_color", [True, False])
+def test_decode_counts_only_the_scans_of_the_image_not_a_motion_photos_appended_video(want_color):
+    """A phone's "motion photo" is a JPEG followed by a video clip of several MB; that video's bytes hold an
+    FF DA pair every 64 KB or so, which is no scan (decoding stops at the image's end, EOI)."""
+    photo = many_scans_jpeg(10)
+    video = bytearray(np.random.default_rng(5).integers(0, 256, 3_000_000, np.uint8).tobytes())
+    for at in range(1000, len(video) - 2, 10_000):  # 300 of them, more than any appended clip's
+        video[at:at + 2] = b"\xff\xda"
+    out = decode(photo + b"ftypmp42" + bytes(video), want_color=want_color)
+    assert (out.width, out.height) == (64, 48)
+
+
+@pytest.mark.parametrize("want_color", [True, False])
+def test_a_marker_like_pair_inside_a_segment_does_not_end_the_scan_count(want_color):
+    """The scan count walks segments by their length: an FF D9 pair in a comment is no image end to stop at."""
+    data = many_scans_jpeg(MAX_JPEG_SCANS + 1)
+    comment = b"\xff\xfe\x00\x06\xff\xd9\xff\xd9"  # COM, length 6: two "EOI" pairs as its text
+    with pytest.raises(ImageError, match=f"more than {MAX_JPEG_SCANS} scans"):
+        decode(data[:2] + comment + data[2:], want_color=want_color)
+
+
+@pytest.mark.parametrize("want_color", [True, False])
+def test_decode_refuses_millions_of_empty_markers_inside_the_image_data(want_color):
+    """Parameterless markers (TEM) after the first scan: walked one by one they would cost seconds; counted
+    against the marker budget, the file is refused after a thousand."""
+    data = many_scans_jpeg(2)
+    end = data.rindex(b"\xff\xd9")
+    with pytest.raises(ImageError, match=f"more than {MAX_JPEG_HEADER_MARKERS} markers") as refused:
+        decode(data[:end] + b"\xff\x01" * 4_000_000 + data[end:], want_color=want_color)
     assert refused.value.status == 400
 
 

@@ -10,12 +10,14 @@ inflates, are refused before Pillow reads them.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
 # How Pillow reads each JPEG marker: the table of them, and two of its handlers.
 from PIL.JpegImagePlugin import DQT as JPEG_DQT
 from PIL.JpegImagePlugin import MARKER as JPEG_MARKERS
@@ -28,7 +30,9 @@ FORMAT_ALIASES = {"MPO": "JPEG"}
 # A progressive JPEG has about ten scans; each costs a pass over the whole image, so thousands of tiny
 # ones take a core for seconds (15 s for a 1 MB frame). Counted in the bytes before any pixel is decoded.
 MAX_JPEG_SCANS = 100
-JPEG_SOS = b"\xff\xda"  # start-of-scan marker; never occurs inside entropy-coded data (0xFF is stuffed there)
+# The next marker: FF then a code, neither a stuffed 00 nor a restart code (inside a scan's coded data) nor
+# another FF (a fill byte, the marker follows).
+JPEG_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 # Pillow reads a JPEG's header, up to the first scan, one marker (and one stray byte) at a time in Python:
 # 2.5 million empty markers took 5 s. Cameras write a few dozen (EXIF, XMP, ICC in 64 KB pieces, tables);
 # the budgets leave room for far more and cost Pillow a few milliseconds.
@@ -183,6 +187,33 @@ def _jpeg_header_refusal(data: bytes) -> str | None:
     return None
 
 
+def _jpeg_scan_refusal(data: bytes) -> str | None:
+    """Why decoding the image would cost too much: more than ``MAX_JPEG_SCANS`` scans (SOS markers) up to its
+    end (EOI), or more than ``MAX_JPEG_HEADER_MARKERS`` markers after its header; None when it is cheap.
+
+    Walks the markers: a segment with a length is skipped whole (an FF DA pair inside an EXIF thumbnail or a
+    comment is no scan), and between them the next marker is found at C speed (in a scan's coded data an FF is
+    followed by 00 or a restart code). Decoding stops at EOI, so what follows it, such as the video clip a
+    phone's "motion photo" appends (an FF DA pair every 64 KB or so), is not counted.
+    """
+    scans, markers, pos = 0, 0, 2
+    while (found := JPEG_NEXT_MARKER.search(data, pos)) is not None:
+        at = found.start()
+        code = 0xFF00 | data[at + 1]
+        if code == 0xFFD9:
+            break
+        markers += 1
+        scans += code == 0xFFDA
+        if scans > MAX_JPEG_SCANS:
+            return f"JPEG has more than {MAX_JPEG_SCANS} scans (passes over the image); save it again"
+        if markers > MAX_JPEG_HEADER_MARKERS:  # the header's own budget; a photo has a few dozen in all
+            return f"JPEG has more than {MAX_JPEG_HEADER_MARKERS} markers; save it again"
+        entry = JPEG_MARKERS.get(code)
+        has_length = entry is not None and entry[2] is not None
+        pos = at + 2 + (int.from_bytes(data[at + 2:at + 4], "big") if has_length else 0)
+    return None
+
+
 def _png_refusal(data: bytes) -> str | None:
     """Why Pillow's walk of the chunks, up to IEND, would cost too much; None when it is cheap."""
     pos, chunks, iccp, inflate = len(PNG_SIGNATURE), 0, 0, 0
@@ -215,12 +246,9 @@ def _png_refusal(data: bytes) -> str | None:
 def _check_structure(data: bytes, fmt: str) -> None:
     """Refuse, before Pillow parses it, a file whose header would cost Pillow more than any photo's."""
     if fmt == "JPEG":
-        refusal = _jpeg_header_refusal(data)
+        refusal = _jpeg_header_refusal(data) or _jpeg_scan_refusal(data)
         if refusal:
             raise ImageError(refusal)
-        scans = data.count(JPEG_SOS)
-        if scans > MAX_JPEG_SCANS:
-            raise ImageError(f"JPEG has {scans} scans; at most {MAX_JPEG_SCANS} are accepted")
     elif fmt == "PNG":
         refusal = _png_refusal(data)
         if refusal:

@@ -287,8 +287,13 @@ def test_a_body_over_the_limit_still_names_its_size(app):
     assert api.status_code == 413 and f"the limit is {app.config['MAX_UPLOAD_BYTES']} bytes" in api.json["error"]
 
 
+def bmp_head() -> bytes:
+    return pil_bytes(Image.new("RGB", (4, 4)), "BMP")[:32]
+
+
 @pytest.mark.parametrize("head, name", [(b"P6 640 480 255\n", "PPM"), (b"P4\n", "PPM"), (b"P", None), (b"P1", None),
-                                        (b"P9 ", None), (b"", None)])
+                                        (b"P9 ", None), (b"", None), (bmp_head(), "BMP"),
+                                        (b"BMW owners' club: minutes of the meeting", None), (b"BM", None)])
 def test_a_format_is_named_only_from_bytes_that_say_so(head, name):
     from app.vision.images import sniff_format
 

@@ -64,11 +64,13 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Other formats are named from their first bytes, never handed to Pillow: some of its parsers read a whole
 # header in Python (an EPS of 10 MB took 9 s to be refused).
 OTHER_MAGIC = (
-    (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"BM", "BMP"), (b"II*\0", "TIFF"), (b"MM\0*", "TIFF"),
+    (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"II*\0", "TIFF"), (b"MM\0*", "TIFF"),
     (b"%!PS", "EPS"), (b"\xc5\xd0\xd3\xc6", "EPS"), (b"%PDF", "PDF"), (b"8BPS", "PSD"), (b"\0\0\1\0", "ICO"),
     (b"\0\0\2\0", "CUR"), (b"icns", "ICNS"), (b"qoif", "QOI"), (b"DDS ", "DDS"), (b"\xff\x4f\xff\x51", "JPEG2000"),
     (b"\0\0\0\x0cjP  \r\n\x87\n", "JPEG2000"), (b"\xff\x0a", "JPEG XL"), (b"\0\0\0\x0cJXL \r\n\x87\n", "JPEG XL"),
 )
+# "BM" starts many a text file too: a BMP is named only when its second header's size is one of the known ones.
+BMP_INFO_SIZES = {12, 16, 40, 52, 56, 64, 108, 124}
 HEIF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"heim": "HEIC", b"heis": "HEIC", b"mif1": "HEIF",
                b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
 # Pixels converted at a time. Beside Pillow's decoded image only the results (BGR, gray) are ever full
@@ -126,6 +128,8 @@ def sniff_format(head: bytes) -> str | None:
         return HEIF_BRANDS[head[8:12]]
     if len(head) >= 3 and head[0] == ord("P") and head[1] in b"1234567" and head[2] in b" \t\r\n":  # also PBM, PGM, PAM
         return "PPM"
+    if head[:2] == b"BM" and int.from_bytes(head[14:18], "little") in BMP_INFO_SIZES:
+        return "BMP"
     return next((name for magic, name in OTHER_MAGIC if head.startswith(magic)), None)
 
 

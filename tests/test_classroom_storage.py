@@ -79,8 +79,9 @@ def count(model):
 def test_migrations_create_the_schema(store_app):
     with store_app.app_context():
         tables = set(inspect(db.engine).get_table_names())
-        assert {"teacher", "classroom", "class_session", "student", "mood_sample", "alembic_version"} <= tables
-        assert db.session.scalar(text("SELECT version_num FROM alembic_version")) == "0002"
+        assert {"teacher", "classroom", "class_session", "student", "mood_sample", "ended_login",
+                "alembic_version"} <= tables
+        assert db.session.scalar(text("SELECT version_num FROM alembic_version")) == "0003"
         columns = {c["name"] for c in inspect(db.engine).get_columns("mood_sample")}
         assert columns == {"student_id", "second", "session_id", "frames", "face_frames", *EMOTIONS}
         # Nothing that could hold an image anywhere in the schema.
@@ -122,7 +123,7 @@ def test_upgrade_from_0001_keeps_the_data(old_app):
         db.session.commit()
         upgrade(directory=str(MIGRATIONS))
         assert count(MoodSample) == 1
-        assert db.session.scalar(text("SELECT version_num FROM alembic_version")) == "0002"
+        assert db.session.scalar(text("SELECT version_num FROM alembic_version")) == "0003"
         students = db.session.scalars(select(Student).order_by(Student.id)).all()
         assert [s.display_name for s in students] == ["Sam", "Zoe", "Dan"]
         tokens = {s.token for s in students}

@@ -17,7 +17,7 @@ import app.classroom.events as classroom_events
 from app.classroom.events import LOGIN_KEY
 from app.classroom.service import NAMESPACE, room
 from app.extensions import socketio
-from tests.classroom_fixtures import STUDENT_AUTH, create_class, join, login, register, send_frame
+from tests.classroom_fixtures import STUDENT_AUTH, classroom_app, create_class, join, login, register, send_frame
 from tests.imagegen import encode, fit_frame
 
 
@@ -111,6 +111,33 @@ def test_the_old_session_cookie_opens_no_teacher_page_after_logout(capp, teacher
     # Logging in again, from the same browser, opens the pages again.
     assert login(copy, teacher.email).status_code == 302
     assert copy.get("/classes").status_code == 200
+
+
+def test_the_old_session_cookie_stays_logged_out_after_a_restart(tmp_path):
+    """The log-out is kept in the database: the same server restarted (same database, same secret key, no
+    Redis) still refuses a copy of the logged-out session cookie, pages and dashboard alike."""
+    url = f"sqlite:///{tmp_path / 'classroom.sqlite3'}"
+    before = classroom_app(url)
+    web = before.test_client()
+    assert register(web, "ann@example.org", "Ann").status_code == 302
+    code = create_class(web)
+    cookie = web.get_cookie("session").value
+    assert web.post("/logout").status_code == 302
+    before.extensions["classroom"].stop()
+
+    after = classroom_app(url)  # the restarted process: nothing of the log-out in its memory
+    try:
+        copy = after.test_client()
+        copy.set_cookie("session", cookie)
+        resp = copy.get("/classes")
+        assert resp.status_code == 302 and resp.headers["Location"].startswith("/login")
+        assert copy.get(f"/classes/{code}/export.csv").status_code == 401
+        assert not socketio.test_client(after, namespace=NAMESPACE, flask_test_client=copy).is_connected(NAMESPACE)
+        # Logging in again works, and opens the pages.
+        assert login(copy, "ann@example.org").status_code == 302
+        assert copy.get("/classes").status_code == 200
+    finally:
+        after.extensions["classroom"].stop()
 
 
 def test_another_teacher_logging_in_in_the_same_browser_does_not_inherit_the_dashboard(capp, teacher, sockets,
@@ -234,7 +261,7 @@ def test_a_redis_failure_of_the_login_calls_is_not_a_class_summary_outage(caplog
     link = ClusterLink(f"redis://127.0.0.1:{free_port()}/0", push_every=1.5)  # nothing listens there
     logins = classroom_events.DashboardLogins(SimpleNamespace(cluster=link), ttl=60)
     with caplog.at_level("WARNING"):
-        assert logins.ended("some-login") is False  # Redis away: only this process's record counts
+        assert logins.add("some-login", "sid-1") is True  # Redis away: only this process's record counts
     assert logins.outage.down_since is not None
     assert link.outage.down_since is None and link.available
     assert any(r.getMessage().startswith("dashboard logins: Redis at") for r in caplog.records)

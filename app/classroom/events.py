@@ -48,14 +48,16 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from datetime import timedelta
 
 from flask import current_app, request, session
 from flask_login import current_user
 from flask_socketio import ConnectionRefusedError, join_room, leave_room
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.classroom.cluster import RedisOutage
-from app.classroom.models import Classroom, normalise_code
+from app.classroom.models import Classroom, EndedLogin, normalise_code, utcnow
 from app.classroom.reports import summary
 from app.classroom.routes import current_student
 from app.classroom.service import NAMESPACE, room
@@ -92,6 +94,8 @@ class DashboardLogins:
     a socket and ending its login are each one Redis transaction: a socket that
     connects while its login ends is either found by :meth:`end` or refused by
     :meth:`add`. Redis away: each process knows its own sockets only (logged).
+    Ended logins are also kept in the database (``EndedLogin``), where every
+    process and a restarted one find them.
     """
 
     def __init__(self, service, ttl: float):
@@ -146,24 +150,51 @@ class DashboardLogins:
         self._call(lambda p: p.srem(LOGIN_PREFIX + login + ":sids", sid))
 
     def ended(self, login: str | None) -> bool:
-        """Whether ``login`` ended here or on another process (a missing id counts as ended)."""
+        """Whether ``login`` ended, here, on another process or before a restart (a missing id counts as
+        ended). Known here first; else one look-up in the database (a failed one counts as not ended: logged)."""
         if not login:
             return True
         with self._lock:
             if self._ended_here(login):
                 return True
-        replies = self._call(lambda p: p.exists(LOGIN_PREFIX + login + ":ended"))
-        return bool(replies and replies[0])
+        try:
+            until = db.session.scalar(select(EndedLogin.until).where(EndedLogin.login == login))
+        except SQLAlchemyError as exc:
+            db.session.rollback()
+            log.warning("log-in check: the database did not answer (%s); a logged-out session cookie is "
+                        "refused by the process that logged it out only", exc.__class__.__name__)
+            return False
+        if until is None or until <= utcnow():
+            return False
+        self._remember_ended(login)
+        return True
 
-    def end(self, login: str) -> set[str]:
-        """Mark ``login`` ended everywhere; returns the sids of its dashboard sockets in every process."""
+    def _remember_ended(self, login: str) -> None:
         with self._lock:
             self._ended_here(login)
             self._ended[login] = time.monotonic() + self.ttl
             self._ended.move_to_end(login)
             while len(self._ended) > MAX_ENDED_LOGINS:
                 self._ended.popitem(last=False)
+
+    def _store_ended(self, login: str) -> None:
+        """Record ``login`` as ended in the database for ``ttl`` s; forget the records that have expired."""
+        now = utcnow()
+        try:
+            db.session.execute(delete(EndedLogin).where(EndedLogin.until <= now))
+            db.session.merge(EndedLogin(login=login, until=now + timedelta(seconds=self.ttl)))
+            db.session.commit()
+        except SQLAlchemyError as exc:
+            db.session.rollback()
+            log.warning("log-out: the database did not record it (%s); a copy of the session cookie is refused "
+                        "by this process (and, with Redis, the others) until a restart", exc.__class__.__name__)
+
+    def end(self, login: str) -> set[str]:
+        """Mark ``login`` ended everywhere; returns the sids of its dashboard sockets in every process."""
+        self._remember_ended(login)
+        with self._lock:
             sids = self._sids.pop(login, set())
+        self._store_ended(login)
         if self.service.cluster is None:
             return sids
         key = LOGIN_PREFIX + login

@@ -63,6 +63,15 @@ class Teacher(UserMixin, db.Model):
         return check_password_hash(self.password_hash, password)
 
 
+class EndedLogin(db.Model):
+    """A teacher login that was logged out (its random id, nothing about the teacher): a copy of its session
+    cookie opens nothing until ``until``, when the cookie itself expires, in any process and after a restart."""
+
+    __tablename__ = "ended_login"
+    login: Mapped[str] = mapped_column(String(64), primary_key=True)
+    until: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
 class Classroom(db.Model):
     """A class: its teacher, its join code and whether it is aggregate-only."""
 

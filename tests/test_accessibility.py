@@ -105,7 +105,8 @@ except ImportError:  # the playwright_session fixture skips (or fails in CI) and
 
 TEACHERS = itertools.count(1)
 
-# WCAG 2.x contrast of computed colours; the background is that of the nearest ancestor that paints one.
+# WCAG 2.x contrast of computed colours; the background is that of the nearest ancestor that paints one. Text
+# is seen through its own colour's alpha and the opacity of the element and of each of its ancestors.
 CONTRAST_JS = """
 window.wcag = (() => {
   const rgb = (c) => c.match(/[\\d.]+/g).map(Number);
@@ -121,8 +122,18 @@ window.wcag = (() => {
     }
     return [255, 255, 255];
   };
+  const opacity = (el) => {
+    let o = 1;
+    for (let e = el; e; e = e.parentElement) o *= Number(getComputedStyle(e).opacity);
+    return o;
+  };
+  const seen = (el) => {
+    const [r, g, b, a = 1] = rgb(getComputedStyle(el).color);
+    const bg = background(el), o = a * opacity(el);
+    return [r, g, b].map((v, i) => o * v + (1 - o) * bg[i]);
+  };
   return {
-    text: (el) => ratio(rgb(getComputedStyle(el).color), background(el)),
+    text: (el) => ratio(seen(el), background(el)),
     border: (el) => ratio(rgb(getComputedStyle(el).borderTopColor), background(el.parentElement)),
   };
 })();
@@ -176,6 +187,9 @@ def test_emotion_colours_are_readable_wherever_they_appear(server, browser_facto
         "live face chip": emotion_contrast(live, "#faces-list", '<li class="face-item emo-EMO">Face 1: EMO 80%</li>'),
         "dashboard tile": emotion_contrast(
             board, "#tiles", '<div class="tile"><strong class="tile-name">Sam</strong><span class="emo emo-EMO">EMO 80%</span></div>'),
+        "dashboard tile, stopped sharing": emotion_contrast(
+            board, "#tiles", '<div class="tile" data-status="left"><strong class="tile-name">Sam</strong>'
+                             '<span class="emo emo-EMO">EMO 80%</span></div>'),
         "distribution list (panel)": emotion_contrast(
             board, "#dist-list", '<li><span class="emo emo-EMO">EMO</span> 20%</li>'),
     }
@@ -254,13 +268,14 @@ def test_on_a_phone_the_header_is_one_line_and_history_fits(server, browser_fact
     assert page.evaluate("""() => { const w = document.querySelector(".table-wrap");
                                     return w.scrollWidth - w.clientWidth; }""") <= 0
     row = page.locator("#sessions tbody tr").first
-    for text in ("Duration", "Students", "Samples"):
-        cell = row.locator(f'td[data-label="{text}"]')
+    for text in ("Started", "Duration", "Students", "Samples"):
+        cell = row.locator(f'[data-label="{text}"]')
         expect(cell).to_be_visible()
         box = cell.bounding_box()
         assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (text, box)
     for link in ("view", "CSV"):
         box = row.get_by_role("link", name=link, exact=True).bounding_box()
         assert box and box["x"] + box["width"] <= PHONE["width"], (link, box)
-    assert "Samples" in page.evaluate("""() => getComputedStyle(
-        document.querySelector('#sessions td[data-label="Samples"]'), "::before").content""")
+    for text in ("Started", "Samples"):  # each cell says what it is, the row's header (a th) as the others
+        assert text in page.evaluate("""(text) => getComputedStyle(
+            document.querySelector(`#sessions [data-label="${text}"]`), "::before").content""", text)

@@ -11,6 +11,9 @@ if (Chart) {
 
 export const pct = (v) => (v == null ? "–" : `${Math.round(v * 100)}%`);
 
+// No chart animation for whoever asked their system for less motion (app.css does the same for the page).
+const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
+
 // Every time on the classroom pages is the viewer's local time, 24-hour: the server writes UTC into
 // <time datetime> elements (the text without JavaScript) and showLocalTimes() rewrites them.
 const H23 = { hourCycle: "h23" };
@@ -46,7 +49,7 @@ export function distributionChart(canvas) {
       indexAxis: "y",
       responsive: true,
       maintainAspectRatio: false,
-      animation: { duration: 300 },
+      animation: reducedMotion.matches ? false : { duration: 300 },
       scales: { x: { min: 0, max: 1, ticks: { callback: (v) => pct(v) } } },
       plugins: { legend: { display: false }, tooltip: { callbacks: { label: (ctx) => pct(ctx.parsed.x) } } },
     },
@@ -73,7 +76,9 @@ export function timelineChart(canvas) {
         y: { stacked: true, min: 0, max: 1, ticks: { callback: (v) => pct(v) } },
       },
       plugins: {
-        legend: { position: "bottom", labels: { boxWidth: 12 } },
+        // A click on the legend does not hide an emotion: the keyboard cannot, and the summary in words
+        // (describeTimeline) would no longer match the picture.
+        legend: { position: "bottom", labels: { boxWidth: 12 }, onClick: () => {} },
         tooltip: { callbacks: { title: (items) => clock(items[0].parsed.x), label: (ctx) => `${ctx.dataset.label} ${pct(ctx.parsed.y)}` } },
       },
     },
@@ -116,6 +121,26 @@ export function withGaps(points, step) {
   return out;
 }
 
+/** The timeline in words, in the element its canvas names with aria-describedby (its tooltips need a mouse):
+ * the latest shares, largest first, and the emotion most common over ``points``; "" without a mood. */
+function describeTimeline(chart, points) {
+  const el = document.getElementById(chart.canvas.getAttribute("aria-describedby"));
+  if (!el) return;
+  const moods = points.filter((p) => hasMood(p.distribution));
+  if (!moods.length) {
+    el.textContent = "";
+    return;
+  }
+  const latest = moods[moods.length - 1];
+  const shares = EMOTIONS.map((e) => [e, latest.distribution[e] || 0])
+    .filter(([, v]) => Math.round(v * 100) > 0)
+    .sort((a, b) => b[1] - a[1]);
+  const total = (e) => moods.reduce((sum, p) => sum + (p.distribution[e] || 0), 0);
+  const common = EMOTIONS.reduce((best, e) => (total(e) > total(best) ? e : best));
+  el.textContent = `Latest, at ${clock(latest.second)}: ${shares.map(([e, v]) => `${e} ${pct(v)}`).join(", ")}. `
+    + `Most common over the session: ${common}.`;
+}
+
 /** Set the timeline chart to ``points`` ({second, distribution}), oldest first, buckets of ``step`` seconds;
  * ``empty``, if given, is the note shown when there is no point. */
 export function showTimeline(chart, points, step, empty = null) {
@@ -134,6 +159,7 @@ export function showTimeline(chart, points, step, empty = null) {
   x.ticks.display = points.length > 0;
   if (empty) empty.hidden = points.length > 0;
   chart.update();
+  describeTimeline(chart, points);
 }
 
 const STATUS_TEXT = { active: "", "no-face": "face not in view", stale: "camera stopped", lost: "connection lost", left: "stopped sharing" };

@@ -69,12 +69,14 @@ const stream = new LiveStream(
 );
 
 function finish(message) {
+  const hadFocus = document.activeElement === startBtn || document.activeElement === stopBtn;
   over = true;
   stream.stop(message);
   stream.disconnect();
   sharing(false);
   clearResult("Camera off");
   status(message, "info");
+  focusIf(hadFocus, statusEl); // both buttons are hidden now: the keyboard goes to the reason
 }
 
 // Tell the server we left on purpose (not a lost connection), then close that socket and call
@@ -105,7 +107,7 @@ async function start() {
   }
   const ok = !over && (await stream.start());
   startBtn.disabled = false;
-  if (over) { stream.stop(statusEl.textContent); stream.disconnect(); return; }
+  if (over) { stream.stop(statusEl.textContent); stream.disconnect(); focusIf(hadFocus, statusEl); return; }
   if (!ok) leave(); // no camera: do not count as connected
   sharing(Boolean(ok));
   focusIf(hadFocus, ok ? stopBtn : startBtn);

@@ -22,17 +22,13 @@ toggle.addEventListener("click", async () => {
   if (stream.running) {
     stream.stop();
     toggle.textContent = "Start camera";
-    toggle.setAttribute("aria-pressed", "false");
     return;
   }
   const hadFocus = document.activeElement === toggle;
   toggle.disabled = true;
   const ok = await stream.start();
   toggle.disabled = false;
-  if (ok) {
-    toggle.textContent = "Stop camera";
-    toggle.setAttribute("aria-pressed", "true");
-  }
+  if (ok) toggle.textContent = "Stop camera"; // the label says what a press does: no aria-pressed besides
   // Disabling the button took the keyboard focus away from it: give it back.
   if (hadFocus && (!document.activeElement || document.activeElement === document.body)) toggle.focus();
 });

@@ -19,6 +19,10 @@ const BARS_WIDTH = 80;   // score bars beside each box, CSS pixels
 const BAR_STEP = 14;
 // Answers without a face for this long show the hint (els.hint): a glance away does not flash it.
 const NO_FACE_HINT_MS = 1000;
+// The live region (els.live) says a set of labels once it has held this long (a borderline face flips between
+// two labels several times a second), and at most once in LIVE_GAP_MS.
+const LIVE_STEADY_MS = 1500;
+const LIVE_GAP_MS = 4000;
 
 export function cameraErrorMessage(err) {
   switch (err && err.name) {
@@ -39,7 +43,8 @@ export function cameraErrorMessage(err) {
 export class LiveStream {
   /**
    * @param {object} els  {video, overlay, placeholder, list, live, hint}  live: a live region that says the emotions
-   *   in view; hint (optional): shown while answer after answer finds no face, for NO_FACE_HINT_MS or more
+   *   in view once they hold (see _announce); hint (optional): shown while answer after answer finds no face, for
+   *   NO_FACE_HINT_MS or more
    * @param {object} opts {onStats(stats), onStatus(text, kind), onFaces(msg), onSocket(socket), auth, query}
    *   onSocket: called with every socket connect() opens, so a page's own handlers are on each one.
    */
@@ -61,7 +66,9 @@ export class LiveStream {
     this.timer = null;
     this._draw = this._draw.bind(this);
     this.listKey = "";
-    this.liveKey = "";
+    this.liveWanted = "";       // what the live region is to say once it holds (see _announce)
+    this.liveTimer = null;
+    this.liveSaidAt = -Infinity;
     this.noFaceSince = null;    // when the answers began to find no face; null while one is found
     // A phone turned mid-stream changes the camera's shape: follow it.
     els.video.addEventListener("resize", () => { if (this.media) this._fitFrame(); });
@@ -238,11 +245,7 @@ export class LiveStream {
     overlay.dataset.faces = String(this.tracks.size);
     overlay.dataset.labels = [...this.tracks.values()].map((t) => t.label).join(",");
     const labels = [...this.tracks.values()].map((t, i) => `Face ${i + 1}: ${t.label}`).join(", ");
-    // Live regions are read out on every change: touch them only when what they say changes.
-    if (this.els.live && labels !== this.liveKey) {
-      this.liveKey = labels;
-      this.els.live.textContent = labels || (this.running ? "No face in view" : "");
-    }
+    this._announce(labels || (this.running ? "No face in view" : ""));
     if (!list) return;
     const faces = [...this.tracks.values()].map((t, i) =>
       ({ label: t.label, text: `Face ${i + 1}: ${t.label} ${Math.round((t.scores[t.label] || 0) * 100)}%` }));
@@ -256,6 +259,19 @@ export class LiveStream {
       li.textContent = f.text;
       return li;
     }));
+  }
+
+  /** Say ``text`` in the live region once it has held LIVE_STEADY_MS, and LIVE_GAP_MS after the last thing said
+   * (each change of a live region is read out); "" (stopped) empties it at once. */
+  _announce(text) {
+    const { live } = this.els;
+    if (!live || text === this.liveWanted) return;
+    this.liveWanted = text;
+    clearTimeout(this.liveTimer);
+    if (text === live.textContent) return;  // back to what it says: nothing new to say
+    if (!text) { live.textContent = ""; return; }
+    this.liveTimer = setTimeout(() => { live.textContent = text; this.liveSaidAt = performance.now(); },
+      Math.max(LIVE_STEADY_MS, this.liveSaidAt + LIVE_GAP_MS - performance.now()));
   }
 
   stats() {

@@ -17,9 +17,17 @@ function megabytes(size, over = null) {
   return String(tenths / 10);
 }
 
+/** Show ``text`` under the form ("" hides it), tied to the file field (as the server's message is) while shown. */
 function showError(text) {
   errorEl.textContent = text;
   errorEl.hidden = !text;
+  if (text) {
+    input.setAttribute("aria-invalid", "true");
+    input.setAttribute("aria-describedby", errorEl.id);
+  } else {
+    input.removeAttribute("aria-invalid");
+    input.removeAttribute("aria-describedby");
+  }
 }
 
 function chosen() {

@@ -104,17 +104,22 @@ class DashboardLogins:
         self._lock = threading.Lock()
         self._sids: dict[str, set[str]] = {}
         self._ended: OrderedDict[str, float] = OrderedDict()  # login -> time.monotonic() it is forgotten
-        link = service.cluster
-        # Its own outage record over the link's connection: a refused login call is not a missed class summary.
-        self.outage = None if link is None else RedisOutage(
-            log, "dashboard logins", link.url, link.outage.retry_after,
-            "a log-out closes the dashboards of its own process only", "login calls without it")
+        self.outage: RedisOutage | None = None
+        self._outage_link = None
 
     def _call(self, build) -> list | None:
         """``build(pipeline)`` as one Redis transaction: its replies; None with one process (no Redis) or when
         Redis is away or failed (logged as this registry's outage)."""
         link = self.service.cluster
-        return None if link is None else self.outage.run(link.client, build, transaction=True)
+        if link is None:
+            return None
+        if self._outage_link is not link:
+            # Its own outage record over the link's connection: a refused login call is not a missed class summary.
+            self.outage = RedisOutage(log, "dashboard logins", link.url, link.outage.retry_after,
+                                      "a log-out closes the dashboards of its own process only",
+                                      "login calls without it")
+            self._outage_link = link
+        return self.outage.run(link.client, build, transaction=True)
 
     def _ended_here(self, login: str) -> bool:
         """Whether ``login`` ended on this process (call with the lock held); forgets expired ends."""

@@ -278,7 +278,7 @@ def main(argv=None) -> None:
     out = {
         "benchmark": "load",
         "machine": machine() | {"loadavg_at_end": list(os.getloadavg())},
-        "server": args.url or "gunicorn -k gthread -w 1 --threads 64 (started by the benchmark)",
+        "server": args.url or "gunicorn -c gunicorn.conf.py -k gthread -w 1 --threads 64 (started by the benchmark)",
         "model": None if args.url else MODEL.relative_to(MODEL.parents[1]).as_posix(),  # what it served
         "frame": "640x480 JPEG q70, one face",
         **result,

@@ -100,6 +100,24 @@ def test_bad_input_exits_2_with_a_message(data, model_path, tmp_path, make_args,
     code, stdout, stderr = run_cli(*make_args(data, model_path, tmp_path))
     assert code == 2 and stdout == ""
     assert stderr.startswith("error: ") and message in stderr
+    assert "MODEL_PATH" not in stderr  # the server's setting; this command takes --model
+
+
+def test_missing_model_message_names_the_flag(data, tmp_path):
+    missing = tmp_path / "none.keras"
+    code, _, stderr = run_cli("--data", data, "--model", missing)
+    assert code == 2
+    assert stderr == f"error: emotion model not found: {missing} (give --model a .keras or .tflite file)\n"
+
+
+def test_model_help_says_which_model_is_the_default():
+    from app.config import Config
+
+    code, stdout, _ = run_cli("--help")
+    text = " ".join(stdout.split())
+    assert code == 0 and "the served model" not in text
+    assert f"(default: {Config.MODEL_PATH}, the model the server ships with; this command does not read the " \
+           "MODEL_PATH environment variable)" in text
 
 
 def test_train_only_tree_and_unusable_out_exit_2(data, model_path, tmp_path):

@@ -106,12 +106,16 @@ def test_batchnorm_statistics_become_the_mean_of_the_batch_statistics():
     ("other data", "trained on other data"),
     ("not a model", "is not a usable model"),
     ("run state not a record", "holds a JSON list, not a record"),
+    ("out cannot be written", "error: --out "),
 ])
 def test_refuses_bad_checkpoints_and_writes_nothing(run, tmp_path, capsys, case, message):
     data, run_dir = run
     out = tmp_path / "avg.keras"
     chosen = [run_dir / "epoch-002.keras", run_dir / "epoch-003.keras"]
-    if case == "one checkpoint":
+    if case == "out cannot be written":
+        (tmp_path / "a-file").write_text("")
+        out = tmp_path / "a-file" / "avg.keras"  # no folder can be made inside a file
+    elif case == "one checkpoint":
         chosen = chosen[:1]
     elif case == "out is a checkpoint":
         out = chosen[0]
@@ -137,6 +141,14 @@ def test_refuses_bad_checkpoints_and_writes_nothing(run, tmp_path, capsys, case,
             (copy / "state.json").write_text("[1]")
     before = {p: p.stat().st_mtime_ns for p in run_dir.iterdir()}
     assert average.main(["--data", str(data), "--out", str(out), "--verbose", "0", *map(str, chosen)]) == 2
-    assert message in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert message in captured.err and "averaged" not in captured.out  # refused before the work
     assert case == "out is a checkpoint" or not out.exists()
     assert {p: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
+
+
+@pytest.mark.parametrize("size", ["0", "-4"])
+def test_a_batch_size_below_one_is_refused(size, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        average.parse_args(["--data", "x", "--reestimate-batchnorm", "--batch-size", size, "a.keras", "b.keras"])
+    assert exit_.value.code == 2 and f"--batch-size must be at least 1, not {size}" in capsys.readouterr().err

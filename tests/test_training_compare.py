@@ -9,6 +9,7 @@ import pytest
 
 from app.training import compare, evaluate, metrics
 from app.training.architectures import make_model
+from app.vision.emotions import EmotionModel
 from tests.cli import run_main
 from tests.fersynth import write_tree
 
@@ -51,7 +52,7 @@ def test_json_report_matches_evaluate_and_adds_up(data, models):
     split = evaluate.load_eval_split(data / "test")
     assert report["checksum"] == split.checksum
     for entry, path in zip(report["models"], [*models, models[0]], strict=True):
-        figures, _ = evaluate.evaluate(compare.EmotionModel.load(path), split)
+        figures, _ = evaluate.evaluate(EmotionModel.load(path), split)
         assert entry["accuracy"] == pytest.approx(figures["accuracy"])
         assert entry["accuracy_ci95"] == pytest.approx(figures["accuracy_ci95"])
     first, second = report["models"][:2]
@@ -78,10 +79,11 @@ def test_table_names_every_model_and_pair(data, models):
 
 @pytest.mark.parametrize("make_args, message", [
     (lambda d, m, t: ["--data", d / "test", m[0]], "at least two models"),
-    (lambda d, m, t: ["--data", d / "test", m[0], t / "none.keras"], "emotion model not found"),
+    (lambda d, m, t: ["--data", d / "test", m[0], t / "none.keras"],
+     "emotion model not found: {t}/none.keras (each MODEL is a .keras or .tflite file)"),
     (lambda d, m, t: ["--data", t / "missing", *m], "data not found"),
 ], ids=["one-model", "missing-model", "missing-data"])
 def test_bad_input_exits_2_with_a_message(data, models, tmp_path, make_args, message):
     code, stdout, stderr = run_cli(*make_args(data, models, tmp_path))
     assert code == 2 and stdout == ""
-    assert message in stderr
+    assert message.format(t=tmp_path) in stderr and "MODEL_PATH" not in stderr  # the server's, not this command's

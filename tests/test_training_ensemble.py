@@ -69,12 +69,16 @@ def test_fused_model_serves_the_calibrated_mean_of_the_members_logits(members, t
     ("other data", "trained on other data"),
     ("broken card", "is not valid JSON"),
     ("card not a record", "holds a JSON list, not a record"),
+    ("out cannot be written", "error: --out "),
 ])
 def test_refuses_bad_members_and_writes_nothing(members, tmp_path, capsys, case, message):
     data, paths = members
     out = tmp_path / "ens.keras"
     chosen = list(paths)
-    if case == "one member":
+    if case == "out cannot be written":
+        (tmp_path / "a-file").write_text("")
+        out = tmp_path / "a-file" / "ens.keras"  # no folder can be made inside a file
+    elif case == "one member":
         chosen = paths[:1]
     elif case == "out is a member":
         out = paths[0]
@@ -94,6 +98,15 @@ def test_refuses_bad_members_and_writes_nothing(members, tmp_path, capsys, case,
         chosen = [paths[0], copy]
     before = {p: p.stat().st_mtime_ns for p in paths}
     assert ensemble.main(["--data", str(data), "--out", str(out), *map(str, chosen)]) == 2
-    assert message in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert message in captured.err and "fused" not in captured.out
     assert case == "out is a member" or not out.exists()
     assert {p: p.stat().st_mtime_ns for p in paths} == before
+
+
+@pytest.mark.parametrize("fraction", ["1", "2", "-0.5"])
+def test_a_validation_fraction_outside_0_to_1_is_refused(fraction, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        ensemble.parse_args(["--data", "x", "--val-split", fraction, "a.keras", "b.keras"])
+    assert exit_.value.code == 2 and "--val-split must be a fraction from 0" in capsys.readouterr().err
+    assert ensemble.parse_args(["--data", "x", "--val-split", "0", "a.keras", "b.keras"]).val_split == 0.0

@@ -69,9 +69,10 @@ def test_quantize_writes_a_served_int8_copy_measured_next_to_its_source(trained,
 
 
 @pytest.mark.parametrize(("case", "message"), [
-    ("no model", "emotion model not found"),
+    ("no model", "emotion model not found: "),
     ("tflite source", "quantize a .keras model"),
     ("no test split", "no PublicTest"),
+    ("out cannot be written", "error: --out "),
 ])
 def test_quantize_refuses_bad_input_and_writes_nothing(trained, tmp_path, capsys, case, message):
     data, source_path = trained
@@ -80,10 +81,15 @@ def test_quantize_refuses_bad_input_and_writes_nothing(trained, tmp_path, capsys
         model.write_bytes(b"whatever")
     if case == "no test split":
         data = write_class_folders(tmp_path / "train-only", per_class=3, seed=0)
+    if case == "out cannot be written":
+        (tmp_path / "out").write_text("")  # a file where the output's folder should be
     out = tmp_path / "out" / "copy.int8.tflite"
     rc = quantize.main(["--data", str(data), "--model", str(model), "--out", str(out), "--samples", "10"])
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert rc == 2 and message in err and "Traceback" not in err
+    assert "MODEL_PATH" not in err and (case != "no model" or "(give --model a .keras or .tflite file)" in err)
+    assert "calibrating" not in captured.out  # refused before the long work
     assert not out.exists() and not out.with_suffix(".json").exists()
 
 

@@ -144,11 +144,81 @@ def test_resume_keeps_the_runs_network_and_length_when_not_given(data, tmp_path,
     (["--val-split", "1"], "--val-split must be a fraction from 0"),
     (["--val-split", "-0.1"], "--val-split must be a fraction from 0"),
     (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--epochs", "-3"], "--epochs must be at least 1, not -3"),
+    (["--resume", "--epochs", "0"], "--epochs must be at least 1, not 0"),
+    (["--arch", "bogus"], "invalid choice: 'bogus'"),
+    (["--batch-size", "0"], "--batch-size must be at least 1, not 0"),
+    (["--batch-size", "-5"], "--batch-size must be at least 1, not -5"),
+    (["--optimizer", "sgd", "--momentum", "-1"], "--momentum must be from 0 up to but not including 1, not -1"),
+    (["--optimizer", "sgd", "--momentum", "1"], "--momentum must be from 0 up to but not including 1, not 1"),
+    (["--lr", "-1"], "--lr must be above 0, not -1"),
+    (["--lr", "0"], "--lr must be above 0, not 0"),
+    (["--limit", "-5"], "--limit must be 0 (all) or a number of images, not -5"),
+    (["--augment", "-1"], "--augment must be 0 (off) or a positive strength, not -1"),
+    (["--weight-decay", "-1"], "--weight-decay must be 0 (off) or positive, not -1"),
+    (["--warmup-epochs", "-2"], "--warmup-epochs must be 0 (none) or more, not -2"),
+    (["--label-smoothing", "5"], "--label-smoothing must be a fraction from 0 up to but not including 1, not 5"),
+    (["--label-smoothing", "-0.1"], "--label-smoothing must be a fraction from 0 up to but not including 1, not -0.1"),
 ])
 def test_out_of_range_run_settings_are_refused(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         train.parse_args(["--data", "x", *flags])
-    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and "Traceback" not in err
+
+
+def test_edge_run_settings_are_accepted():
+    args = train.parse_args(["--data", "x", "--limit", "0", "--augment", "0", "--weight-decay", "0",
+                             "--warmup-epochs", "0", "--label-smoothing", "0", "--momentum", "0", "--batch-size", "1"])
+    assert (args.limit, args.augment, args.weight_decay, args.warmup_epochs, args.label_smoothing, args.momentum,
+            args.batch_size) == (0, 0.0, 0.0, 0, 0.0, 0.0, 1)
+
+
+def test_unknown_architecture_is_refused_before_anything_is_written(data, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        train.main(argv(data, tmp_path, "--epochs", "1", "--arch", "bogus"))
+    captured = capsys.readouterr()
+    assert exit_.value.code == 2 and "invalid choice: 'bogus'" in captured.err and "data:" not in captured.out
+    assert not (tmp_path / "run").exists() and not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("flag", ["--out", "--run-dir", "--out folder"])
+def test_an_output_that_cannot_be_written_is_a_clear_error_before_the_data_loads(data, tmp_path, capsys, flag):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    if flag == "--out":
+        extra = ["--out", str(blocker / "models" / "tiny.keras")]  # a folder cannot be made inside a file
+    elif flag == "--run-dir":
+        extra = ["--run-dir", str(blocker / "run")]
+    else:
+        (tmp_path / "folder.keras").mkdir()
+        extra, flag = ["--out", str(tmp_path / "folder.keras")], "--out"
+    assert train.main(argv(data, tmp_path, "--epochs", "1", *extra)) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"error: {flag} ") and captured.err.count("\n") == 1
+    assert "data:" not in captured.out  # refused before the data was loaded
+    assert not (tmp_path / "run").exists() or flag == "--run-dir"  # nor was a run folder left behind
+
+
+def test_init_from_help_names_every_way_a_model_is_reshaped(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        train.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert exit_.value.code == 0
+    for way in ("fine-tuning", "pruning", "widening", "deepening"):
+        assert way in text, way
+
+
+def test_a_run_passes_no_ignored_shuffle_and_says_when_it_writes_the_card(data, tmp_path, capsys):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert train.main(argv(data, tmp_path, "--epochs", "1", "--limit", "64")) == 0
+    assert not [w for w in caught if "shuffle" in str(w.message)]  # the training set is shuffled by tf.data
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "writing the model card (full evaluation) ..." in lines
+    assert lines.index("writing the model card (full evaluation) ...") == len(lines) - 2  # then the headline
 
 
 def test_resume_without_checkpoint_is_a_clear_error(data, tmp_path, capsys):
@@ -190,6 +260,35 @@ def test_card_survives_missing_pieces(trained, data, tmp_path):
     assert "no temperature" in missing and "moved" in missing and "no training log" in missing
 
 
+def test_card_takes_the_best_epoch_and_its_accuracy_from_the_same_log_row(trained, data, tmp_path):
+    model = tmp_path / "joined.keras"
+    model.write_bytes((trained / "models" / "tiny.keras").read_bytes())
+    # A log joined over stages: the best epoch (2) is an earlier stage's, not this run's own best (0.6).
+    model.with_suffix(".log.csv").write_text("epoch,accuracy,loss,lr,val_accuracy,val_loss\n"
+                                              "0,0.4,1.5,0.001,0.5,1.4\n1,0.6,1.2,0.0,0.7,1.2\n"
+                                              "2,0.5,1.3,0.001,0.6,1.3\n")
+    state = {"epoch": 1, "best": 0.6, "args": {"arch": "tiny", "n_val": 71}}
+
+    card = write_card(model, state, load_folder(data / "test"), timing_calls=5)
+
+    assert card["training"]["best_epoch"] == 2
+    assert card["training"]["best_epoch_val_accuracy_no_tta"] == 0.7
+
+
+def test_the_shipped_cards_best_epoch_and_its_accuracy_agree_with_the_log():
+    from pathlib import Path
+
+    from app.training.plots import read_training_log
+
+    models = Path(__file__).resolve().parent.parent / "models"
+    log = read_training_log(models / "emotion.log.csv")
+    for name in ("emotion.json", "emotion.int8.json"):
+        training = json.loads((models / name).read_text())["training"]
+        row = list(log["epoch"]).index(training["best_epoch"] - 1)  # CSVLogger counts from 0
+        assert training["best_epoch_val_accuracy_no_tta"] == log["val_accuracy"][row], name
+        assert log["val_accuracy"][row] == np.nanmax(log["val_accuracy"]), name
+
+
 def test_card_for_a_missing_model_is_still_written(data, tmp_path):
     card = write_card(tmp_path / "ghost.keras", {"args": {}}, load_folder(data / "test"))
 
@@ -210,6 +309,10 @@ def test_card_command_refuses_what_it_cannot_describe(trained, tmp_path, capsys)
     (run_dir / "state.json").write_text("[1, 2]")
     assert card_cli.main([str(trained / "models" / "tiny.keras"), "--run-dir", str(run_dir)]) == 2
     assert "state.json holds a JSON list, not a record" in capsys.readouterr().err
+    missing = tmp_path / "o" / "missing.keras"
+    assert card_cli.main([str(missing), "--run-dir", str(trained / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {missing} does not exist\n" and not missing.with_suffix(".json").exists()
 
 
 def test_init_from_starts_from_a_trained_model_with_its_temperature_undone(trained, tmp_path):

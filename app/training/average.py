@@ -30,7 +30,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from app.training.architectures import batchnorm_layers  # noqa: E402
-from app.training.data import DataError, load_dataset, read_record  # noqa: E402
+from app.training.data import DataError, check_output, load_dataset, read_record  # noqa: E402
 from app.training.train import calibrate, record_command, run_card_command, save_atomically  # noqa: E402
 
 
@@ -106,7 +106,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=256, help="batch size of the BatchNorm re-estimation")
     p.add_argument("--calibrate-for", choices=["ece", "nll"], default="ece")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1], help="progress bar")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.batch_size < 1:
+        p.error(f"--batch-size must be at least 1, not {args.batch_size}")
+    return args
 
 
 def build(args, argv=None) -> dict:
@@ -119,6 +122,7 @@ def build(args, argv=None) -> dict:
     if args.out.resolve() in {path.resolve() for path in args.checkpoints}:
         raise DataError(f"--out {args.out} is one of the checkpoints; write the average elsewhere")
     state = _run_state(args.checkpoints)
+    check_output(args.out, "--out")  # before the work, not when saving its result
     run = state["args"]
     # The run's own validation carve, so the calibration split is the one it was selected on.
     train, val = load_dataset(args.data, run.get("val_split") or 0.0, run.get("seed") or 0)

@@ -225,6 +225,7 @@ def write_card(model_path, state: dict, val_split: Split, timing_calls: int = TI
             "hyperparameters": hyperparameters(args),
             "epochs_trained": state.get("epoch"),
             "best_epoch": None,
+            # Without a training log, the run state's best score; with one, the best epoch's row (below).
             "best_epoch_val_accuracy_no_tta": state.get("best"),
             "log": str(log),
         },
@@ -232,9 +233,13 @@ def write_card(model_path, state: dict, val_split: Split, timing_calls: int = TI
                          "tta": True},
     }
     if log.is_file():
-        from app.training.plots import best_epoch, read_training_log
+        from app.training.plots import best_epoch_score, read_training_log
 
-        card["training"]["best_epoch"] = attempt("best_epoch", lambda: best_epoch(read_training_log(log)))
+        # Both from one row of the log: a log that holds earlier runs' epochs too (the shipped model's holds five
+        # stages') can have a better epoch than the last run's own best, which is what the run state records.
+        best = attempt("best_epoch", lambda: best_epoch_score(read_training_log(log)))
+        if best is not None:
+            card["training"]["best_epoch"], card["training"]["best_epoch_val_accuracy_no_tta"] = best
     else:
         notes.append(f"best_epoch: no training log at {log}")
 
@@ -282,6 +287,9 @@ def main(argv=None) -> int:
     if args.model.suffix != ".keras":
         print(f"error: {args.model} is not a .keras model (an int8 copy's card is written by "
               "python -m app.training.quantize)", file=sys.stderr)
+        return 2
+    if not args.model.is_file():
+        print(f"error: {args.model} does not exist", file=sys.stderr)
         return 2
     state_path = (args.run_dir or Path("runs") / args.model.stem) / "state.json"
     try:

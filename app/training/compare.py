@@ -19,9 +19,9 @@ import sys
 import numpy as np
 
 from app.training.data import DataError
-from app.training.evaluate import add_data_argument, evaluate, format_interval, load_eval_split
+from app.training.evaluate import add_data_argument, evaluate, format_interval, load_eval_split, load_model
 from app.training.metrics import mcnemar_exact
-from app.vision.emotions import EmotionModel, ModelLoadError
+from app.vision.emotions import ModelLoadError
 
 
 def compare_pair(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict:
@@ -41,7 +41,8 @@ def compare_pair(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> 
 
 def compare(models: list[str], split, tta: bool = True) -> dict:
     """Figures of each model and of each pair on ``split``; a model that fails to load raises ModelLoadError."""
-    loaded = [EmotionModel.load(path, tta=tta) for path in models]  # every model loads before any is measured
+    # Every model loads before any is measured.
+    loaded = [load_model(path, tta=tta, hint="each MODEL is a .keras or .tflite file") for path in models]
     figures, predictions = [], []
     for path, model in zip(models, loaded, strict=True):
         metrics, probs = evaluate(model, split)

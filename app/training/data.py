@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,21 @@ def read_record(path: Path) -> dict:
     if not isinstance(record, dict):
         raise DataError(f"{path} holds a JSON {type(record).__name__}, not a record")
     return record
+
+
+def check_output(path: str | Path, flag: str, folder: bool = False) -> None:
+    """Before the long work that ends in writing ``path`` (a file; with ``folder``, a folder to write in): make
+    its folder and write a scratch file there. A DataError naming ``flag`` when that cannot be done."""
+    path = Path(path)
+    where = path if folder else path.parent
+    if not folder and path.is_dir():
+        raise DataError(f"{flag} {path} is a folder; give the path of a file")
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except OSError as exc:
+        raise DataError(f"{flag} {path}: cannot write in {where} ({exc.strerror or exc})") from None
 
 
 @dataclass

@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
-from app.training.data import DataError, load_dataset, read_record  # noqa: E402
+from app.training.data import DataError, check_output, load_dataset, read_record  # noqa: E402
 from app.training.train import calibrate, record_command, run_card_command, save_atomically  # noqa: E402
 from app.vision.preprocess import EMOTIONS, INPUT_SIZE  # noqa: E402
 
@@ -81,7 +81,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="calibrate on this fraction of train (default: PublicTest, like training)")
     p.add_argument("--seed", type=int, default=1337, help="seed of the --val-split carve")
     p.add_argument("--calibrate-for", choices=["ece", "nll"], default="ece")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not 0 <= args.val_split < 1:
+        p.error(f"--val-split must be a fraction from 0 (use PublicTest) up to but not including 1, "
+                f"not {args.val_split:g}")
+    return args
 
 
 def build(args, argv=None) -> dict:
@@ -90,6 +94,7 @@ def build(args, argv=None) -> dict:
         raise DataError("an ensemble needs at least two members")
     if args.out.resolve() in {m.resolve() for m in args.members}:
         raise DataError(f"--out {args.out} is one of the members; write the ensemble elsewhere")
+    check_output(args.out, "--out")  # before the work, not when saving its result
     train, val = load_dataset(args.data, args.val_split, args.seed)
     members, records = zip(*(load_member(path, i, train.checksum) for i, path in enumerate(args.members)))
     model = fuse(list(members))

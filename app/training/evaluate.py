@@ -42,6 +42,14 @@ def load_eval_split(data: str | Path) -> Split:
     return load_folder(data)
 
 
+def load_model(path: str | Path, tta: bool = True, hint: str = "give --model a .keras or .tflite file") -> EmotionModel:
+    """``EmotionModel.load`` for a command: a missing file's ModelLoadError ends with ``hint`` on the command's
+    arguments, where the server's names its MODEL_PATH setting."""
+    if not Path(path).is_file():
+        raise ModelLoadError(f"emotion model not found: {path} ({hint})")
+    return EmotionModel.load(path, tta=tta)
+
+
 def evaluate(model: EmotionModel, split: Split) -> tuple[dict, np.ndarray]:
     """Metrics of ``metrics.summarize`` and the (N, 7) served probabilities for ``split``."""
     probs = model.predict(split.x)
@@ -132,7 +140,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m app.training.evaluate", description=__doc__.split("\n")[0])
     add_data_argument(p)
     p.add_argument("--model", default=Config.MODEL_PATH,
-                   help="model to evaluate (default: the served model, %(default)s)")
+                   help="model to evaluate (default: %(default)s, the model the server ships with; this "
+                        "command does not read the MODEL_PATH environment variable)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--out", type=Path, help="folder for confusion_matrix.png, reliability.png and curves.png")
     p.add_argument("--no-tta", action="store_true", help="classify each face once, without the test-time views")
@@ -143,7 +152,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         split = load_eval_split(args.data)
-        model = EmotionModel.load(args.model, tta=not args.no_tta)
+        model = load_model(args.model, tta=not args.no_tta)
     except (DataError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

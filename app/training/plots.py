@@ -120,10 +120,17 @@ def curves_png(log: dict[str, np.ndarray], path: str | Path) -> Path:
 
 def best_epoch(log: dict[str, np.ndarray]) -> int | None:
     """1-based epoch of the best validation accuracy (training accuracy without validation)."""
+    best = best_epoch_score(log)
+    return best[0] if best else None
+
+
+def best_epoch_score(log: dict[str, np.ndarray]) -> tuple[int, float] | None:
+    """``best_epoch`` and the accuracy it scored, both from the same row of the log."""
     key = "val_accuracy" if "val_accuracy" in log else "accuracy"
     scores = log.get(key)
     if scores is None or not len(scores) or all(math.isnan(s) for s in scores):
         return None
     epochs = log.get("epoch", np.arange(len(scores)))
     # First maximum: the checkpoint only replaces the best model on strict improvement.
-    return int(epochs[int(np.nanargmax(scores))]) + 1
+    row = int(np.nanargmax(scores))
+    return int(epochs[row]) + 1, float(scores[row])

@@ -17,7 +17,8 @@ is then measured exactly as served (``EmotionModel``, two views) on the
 validation split -- PublicTest, the ``test/`` folder or ``PublicTest`` rows of
 ``--data`` -- next to its float source, and ``<out>.json`` records how it was
 made, its accuracy, calibration, agreement with the source and cost per face.
-Exit status 2 on bad input (missing data or model, data without PublicTest).
+Exit status 2 on bad input (missing data or model, data without PublicTest, an
+``--out`` that cannot be written), before any quantizing.
 """
 from __future__ import annotations
 
@@ -44,8 +45,15 @@ from app.training.card import (  # noqa: E402
     save_card,
     write_atomically,
 )
-from app.training.data import DataError, Split, load_dataset, read_record, stratified_sample  # noqa: E402
-from app.training.evaluate import evaluate  # noqa: E402
+from app.training.data import (  # noqa: E402
+    DataError,
+    Split,
+    check_output,
+    load_dataset,
+    read_record,
+    stratified_sample,
+)
+from app.training.evaluate import evaluate, load_model  # noqa: E402
 from app.vision.emotions import INTERPRETER_DEPRECATION, EmotionModel, ModelLoadError, frozen_forward  # noqa: E402
 from app.vision.preprocess import EMOTIONS, tta_views  # noqa: E402
 
@@ -190,12 +198,13 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     try:
+        check_output(args.out, "--out")  # before quantizing, not when saving its result
         train, val = load_dataset(args.data)
         if val is None:
             raise DataError(f"{args.data}: no PublicTest (test/ folder or PublicTest rows) to measure the copy on")
         if Path(args.model).suffix == ".tflite":
             raise ModelLoadError(f"{args.model}: quantize a .keras model, not a .tflite file")
-        source = EmotionModel.load(args.model, tta=True)
+        source = load_model(args.model, tta=True)
     except (DataError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

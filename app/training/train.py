@@ -29,10 +29,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from app.training.architectures import make_model  # noqa: E402
+from app.training.architectures import ARCHITECTURES, make_model  # noqa: E402
 from app.training.augment import augment_batch, make_augmenter, make_cutter, make_mixer, mix_batch  # noqa: E402
 from app.training.card import HYPERPARAMETER_DEFAULTS, write_atomically  # noqa: E402
-from app.training.data import DataError, Split, load_dataset, read_record  # noqa: E402
+from app.training.data import DataError, Split, check_output, load_dataset, read_record  # noqa: E402
 from app.training.evaluate import view_logits  # noqa: E402
 from app.training.grow import deepen_into, deepenable, widen_into, widenable  # noqa: E402
 from app.training.metrics import cross_validated_ece, fit_temperature  # noqa: E402
@@ -46,8 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data", required=True, help="FER-2013 folder (train/ [test/] or <emotion>/ sub-folders) or fer2013.csv")
     p.add_argument("--out", default="models/emotion.keras", help="where the best model goes (default: %(default)s)")
     p.add_argument("--run-dir", help="checkpoint folder (default: runs/<name of --out>)")
-    p.add_argument("--arch", help="architecture from app.training.architectures (default: vgg; a resumed run keeps "
-                                  "its own)")
+    p.add_argument("--arch", choices=sorted(ARCHITECTURES),
+                   help="architecture from app.training.architectures (default: vgg; a resumed run keeps its own)")
     p.add_argument("--epochs", type=int,
                    help="epochs in all (default: 80; a resumed run keeps its own, and another number stretches or "
                         "shortens its learning-rate schedule)")
@@ -80,7 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "a step costs about twice as much")
     p.add_argument("--val-split", type=float, default=0.0,
                    help="carve this fraction of train as validation (default: use PublicTest when present)")
-    p.add_argument("--limit", type=int, default=0, help="use only the first N shuffled training images (smoke runs)")
+    p.add_argument("--limit", type=int, default=0,
+                   help="use only the first N shuffled training images (smoke runs; 0, the default, uses all)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="mixed bfloat16 or plain float32 training; auto (default): bf16 where the hardware runs "
                         "it natively (a GPU, or a CPU with AVX512-BF16 or AMX), else fp32")
@@ -88,7 +89,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--init-from", metavar="MODEL",
                    help="start from the weights of a trained .keras model with the same layers (fine-tuning), "
                         "with the same layers and more channels (its strongest channels are kept: pruning), "
-                        "or with fewer layers (the new convolutions start as identities: deepening); "
+                        "with the same layers and fewer channels (its channels are copied into the new ones: "
+                        "widening), or with fewer layers (the new convolutions start as identities: deepening); "
                         "a calibration temperature recorded in its card is undone first")
     p.add_argument("--resume", action="store_true",
                    help="continue from the run folder's last checkpoint, with the run's network (--arch), first "
@@ -108,6 +110,22 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.epochs = 80 if args.epochs is None else args.epochs
     if args.epochs is not None and args.epochs < 1:
         p.error(f"--epochs must be at least 1, not {args.epochs}")
+    if args.batch_size < 1:
+        p.error(f"--batch-size must be at least 1, not {args.batch_size}")
+    if not args.lr > 0:
+        p.error(f"--lr must be above 0, not {args.lr:g}")
+    if args.warmup_epochs < 0:
+        p.error(f"--warmup-epochs must be 0 (none) or more, not {args.warmup_epochs}")
+    if not 0 <= args.momentum < 1:
+        p.error(f"--momentum must be from 0 up to but not including 1, not {args.momentum:g}")
+    if not args.weight_decay >= 0:
+        p.error(f"--weight-decay must be 0 (off) or positive, not {args.weight_decay:g}")
+    if not 0 <= args.label_smoothing < 1:
+        p.error(f"--label-smoothing must be a fraction from 0 up to but not including 1, not {args.label_smoothing:g}")
+    if not args.augment >= 0:
+        p.error(f"--augment must be 0 (off) or a positive strength, not {args.augment:g}")
+    if args.limit < 0:
+        p.error(f"--limit must be 0 (all) or a number of images, not {args.limit}")
     if not 0 <= args.val_split < 1:
         p.error(f"--val-split must be a fraction from 0 (use PublicTest) up to but not including 1, "
                 f"not {args.val_split:g}")
@@ -490,8 +508,9 @@ def keep_run_settings(args, recorded: dict, keys=RUN_SETTINGS, flag: str = "--re
 def _train(args, argv=None, state: dict | None = None) -> dict:
     """Train from scratch, or on from the run record ``state`` (``--resume``)."""
     paths = run_paths(args)
-    paths["run"].mkdir(parents=True, exist_ok=True)
-    paths["out"].parent.mkdir(parents=True, exist_ok=True)
+    # Before the data loads, not at the first epoch's end; --out first, as its folder usually exists already.
+    check_output(paths["out"], "--out")
+    check_output(paths["run"], "--run-dir", folder=True)
     keras.utils.set_random_seed(args.seed)
     teachers, teacher_records = load_teachers(args.distill)  # a wrong teacher fails before the data loads
 
@@ -553,8 +572,9 @@ def _train(args, argv=None, state: dict | None = None) -> dict:
                    {k: state[k] for k in ("temperature", "calibration") if k in state} if state else None),
     ]
     if initial_epoch < args.epochs:
+        # train_ds reshuffles itself every epoch (make_dataset); fit's own shuffle does not apply to a tf.data set.
         model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, initial_epoch=initial_epoch,
-                  callbacks=callbacks, verbose=args.verbose)
+                  callbacks=callbacks, verbose=args.verbose, shuffle=False)
 
     return finish(paths, val if val is not None else train_split, args.calibrate_for)
 
@@ -578,6 +598,7 @@ def finish(paths: dict, calib_split: Split, objective: str) -> dict:
 
     from app.training.card import write_card  # heavy plotting imports only at the end
 
+    print("writing the model card (full evaluation) ...", flush=True)
     card = write_card(paths["out"], state, calib_split)
     print_headline(card)
     return state

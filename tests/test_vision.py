@@ -223,6 +223,14 @@ def test_a_marker_like_pair_inside_a_segment_does_not_end_the_scan_count(want_co
 
 
 @pytest.mark.parametrize("want_color", [True, False])
+def test_an_image_end_before_any_scan_does_not_end_the_scan_count(want_color):
+    """SOI EOI first (an empty, tables-only stream): the decoder reads on into the image that follows and decodes
+    every one of its scans, so they are counted."""
+    with pytest.raises(ImageError, match=f"more than {MAX_JPEG_SCANS} scans"):
+        decode(b"\xff\xd8\xff\xd9" + many_scans_jpeg(MAX_JPEG_SCANS + 1), want_color=want_color)
+
+
+@pytest.mark.parametrize("want_color", [True, False])
 def test_decode_refuses_millions_of_empty_markers_inside_the_image_data(want_color):
     """Parameterless markers (TEM) after the first scan: walked one by one they would cost seconds; counted
     against the marker budget, the file is refused after a thousand."""

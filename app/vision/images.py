@@ -197,15 +197,15 @@ def _jpeg_scan_refusal(data: bytes) -> str | None:
 
     Walks the markers: a segment with a length is skipped whole (an FF DA pair inside an EXIF thumbnail or a
     comment is no scan), and between them the next marker is found at C speed (in a scan's coded data an FF is
-    followed by 00 or a restart code). Decoding stops at EOI, so what follows it, such as the video clip a
-    phone's "motion photo" appends (an FF DA pair every 64 KB or so), is not counted.
+    followed by 00 or a restart code). Decoding stops at the EOI after the image's scans, so what follows it,
+    such as the video clip a phone's "motion photo" appends (an FF DA pair every 64 KB or so), is not counted.
     """
     scans, markers, pos = 0, 0, 2
     while (found := JPEG_NEXT_MARKER.search(data, pos)) is not None:
         at = found.start()
         code = 0xFF00 | data[at + 1]
-        if code == 0xFFD9:
-            break
+        if code == 0xFFD9 and scans:  # the image's end; one before any scan only ends a tables-only stream,
+            break                      # and the decoder reads on (the next stream's scans are decoded)
         markers += 1
         scans += code == 0xFFDA
         if scans > MAX_JPEG_SCANS:

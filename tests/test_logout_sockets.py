@@ -104,6 +104,10 @@ def test_the_old_session_cookie_opens_no_teacher_page_after_logout(capp, teacher
     for page in pages:
         resp = copy.get(page)
         assert resp.status_code == 302 and resp.headers["Location"].startswith("/login"), page
+        # The cookie the copy gets back (re-signed: it carries a flashed message) no longer names anyone, so it
+        # cannot outlive the server's record of the log-out.
+        with copy.session_transaction() as cookie:
+            assert "_user_id" not in cookie and LOGIN_KEY not in cookie, dict(cookie)
     assert copy.get(f"/classes/{teacher.code}/export.csv").status_code == 401
     assert copy.get(f"/api/v1/classes/{teacher.code}/mood").status_code == 401
     resp = copy.post(f"/classes/{teacher.code}/end")  # cannot end the class either
@@ -266,3 +270,32 @@ def test_a_redis_failure_of_the_login_calls_is_not_a_class_summary_outage(caplog
     assert link.outage.down_since is None and link.available
     assert any(r.getMessage().startswith("dashboard logins: Redis at") for r in caplog.records)
     link.close()
+
+
+@pytest.mark.redis
+def test_a_log_out_the_database_did_not_record_is_still_seen_by_the_other_processes(capp, redis_server, monkeypatch):
+    """The database write of a log-out failed: another process still refuses the login (Redis has it)."""
+    from sqlalchemy.exc import OperationalError
+
+    from app.classroom.cluster import ClusterLink
+    from app.extensions import db
+
+    service = capp.extensions["classroom"]
+    service.cluster = ClusterLink(redis_server.url, push_every=service.push_every, process_id="this")
+    try:
+        here = classroom_events.DashboardLogins(service, ttl=60)
+        there = classroom_events.DashboardLogins(service, ttl=60)  # another process: its own memory
+        with capp.app_context():
+            real_commit = db.session.commit
+
+            def failing_commit():
+                raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+            monkeypatch.setattr(db.session, "commit", failing_commit)
+            here.end("login-1")
+            monkeypatch.setattr(db.session, "commit", real_commit)
+            assert there.ended("login-1") is True
+            assert there.ended("login-2") is False
+    finally:
+        service.cluster.close()
+        service.cluster = None

@@ -25,6 +25,7 @@ from app.classroom.models import Teacher
 from app.extensions import db, limiter, login_manager
 
 _DUMMY_HASH: str | None = None
+FLASK_LOGIN_KEYS = ("_user_id", "_fresh", "_id", "_remember", "_remember_seconds")  # login_user()'s session keys
 TOO_MANY = "Too many attempts from here. Wait a minute, then try again."
 
 
@@ -85,6 +86,10 @@ def load_teacher(user_id: str) -> Teacher | None:
     ended (logged out), so a copy of the session cookie is logged out with the browser that logged out."""
     login = session.get(LOGIN_KEY)
     if login and dashboard_logins().ended(login):
+        # Out of this session for good: re-signed by a later response, a cookie that still named the user
+        # would outlive the record of the log-out.
+        for key in FLASK_LOGIN_KEYS + (LOGIN_KEY,):
+            session.pop(key, None)
         return None
     try:
         return db.session.get(Teacher, int(user_id))

@@ -156,7 +156,8 @@ class DashboardLogins:
 
     def ended(self, login: str | None) -> bool:
         """Whether ``login`` ended, here, on another process or before a restart (a missing id counts as
-        ended). Known here first; else one look-up in the database (a failed one counts as not ended: logged)."""
+        ended). Known here first; else one look-up in the database, and with several processes one in Redis
+        (a log-out the database did not record); a failed look-up counts as not ended (logged)."""
         if not login:
             return True
         with self._lock:
@@ -167,10 +168,12 @@ class DashboardLogins:
         except SQLAlchemyError as exc:
             db.session.rollback()
             log.warning("log-in check: the database did not answer (%s); a logged-out session cookie is "
-                        "refused by the process that logged it out only", exc.__class__.__name__)
-            return False
+                        "refused only where the log-out is known (this process, or Redis)", exc.__class__.__name__)
+            until = None
         if until is None or until <= utcnow():
-            return False
+            replies = self._call(lambda p: p.exists(LOGIN_PREFIX + login + ":ended"))
+            if not (replies and replies[0]):
+                return False
         self._remember_ended(login)
         return True
 

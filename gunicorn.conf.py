@@ -18,6 +18,7 @@ import sys
 import threading
 
 _received: list[str] = []  # the stop signals this worker received, first first
+_closing: list[threading.Thread] = []  # the thread closing the Socket.IO connections after SIGTERM
 
 
 def post_worker_init(worker):
@@ -30,8 +31,9 @@ def post_worker_init(worker):
 
         def handler(sig, frame):
             _received.append(signal.Signals(sig).name)
-            if sig == signal.SIGTERM and len(_received) == 1:
-                threading.Thread(target=close_connections, name="moodlens-stop", daemon=True).start()
+            if sig == signal.SIGTERM and not _closing:
+                _closing.append(threading.Thread(target=close_connections, name="moodlens-stop", daemon=True))
+                _closing[0].start()
             previous(sig, frame)
 
         signal.signal(signum, handler)
@@ -45,8 +47,9 @@ def worker_exit(server, worker):
     """The worker is leaving: close what is still connected, store the queued samples, and end the process.
 
     Ended with ``os._exit``: analyses still in flight run on threads inside TensorFlow Lite, which the
-    interpreter's finalization would abort (see app/__main__.py). Exit code 1 when the samples are not confirmed
-    stored. A worker whose app never loaded exits as gunicorn decides (code 4 stops the master).
+    interpreter's finalization would abort (see app/__main__.py). The exit code is gunicorn's own when the worker
+    failed (-1 after a crash, 3 when it could not boot: the master stops); otherwise 0, or 1 when the samples are
+    not confirmed stored. A worker whose app never loaded exits as gunicorn decides (code 4 stops the master).
     """
     from flask import Flask
 
@@ -56,12 +59,23 @@ def worker_exit(server, worker):
     # A repeated signal (the master's SIGQUIT after Ctrl-C) must not cut the write short.
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(signum, signal.SIG_IGN)
-    from app.shutdown import close_connections, store_queued_samples
+    leaving = sys.exc_info()[1]  # gunicorn calls this hook while its sys.exit(code) propagates
+    failed = leaving.code if isinstance(leaving, SystemExit) and leaving.code not in (0, None) else None
+    stored = False
+    try:
+        from app.shutdown import close_connections, store_queued_samples
 
-    close_connections()
-    # The first signal says why (after Ctrl-C the master's SIGQUIT follows the terminal's SIGINT).
-    stored = store_queued_samples(app, _received[0] if _received else "worker exiting")
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0 if stored else 1)
+        for thread in _closing:
+            thread.join(5)  # its disconnect handlers done before the last ones run here
+        close_connections()
+        # The first signal says why (after Ctrl-C the master's SIGQUIT follows the terminal's SIGINT).
+        stored = store_queued_samples(app, _received[0] if _received else "worker exiting")
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if failed is not None:
+            code = failed if isinstance(failed, int) else 1
+        else:
+            code = 0 if stored else 1
+        os._exit(code & 0xFF)  # as sys.exit(-1) exits with 255

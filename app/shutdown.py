@@ -24,9 +24,10 @@ def close_connections() -> int:
     """
     eio = socketio.server.eio
     dropped = 0
-    for sid, client in list(eio.sockets.items()):
+    for client in list(eio.sockets.values()):  # Engine.IO forgets each closed one itself
+        if client.closed or client.closing:
+            continue
         client.close(wait=False, abort=True, reason=eio.reason.SERVER_DISCONNECT)
-        eio.sockets.pop(sid, None)
         dropped += 1
     if dropped:
         log.info("closed %d Socket.IO connection%s; the clients reconnect by themselves", dropped,

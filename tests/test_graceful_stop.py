@@ -8,6 +8,7 @@ them itself.
 """
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sqlite3
@@ -95,3 +96,31 @@ def test_stopping_the_server_stores_the_queued_samples(server_class, mode, sig, 
     assert "Traceback" not in log, log[-3000:]
     assert "SIGKILL" not in log, log[-3000:]  # gunicorn: "Worker (pid:...) was sent SIGKILL!"
     assert stored_samples(server) > before, f"the samples queued when {sig.name} came were not stored"
+
+
+@pytest.mark.parametrize(("gunicorn_code", "exit_code"), [
+    pytest.param(0, 0, id="stopped"),
+    pytest.param(-1, 255, id="crashed"),
+    pytest.param(3, 3, id="could-not-boot"),  # gunicorn's WORKER_BOOT_ERROR: the master stops
+])
+def test_the_worker_exit_hook_keeps_gunicorns_code_for_a_failed_worker(gunicorn_code, exit_code, tmp_path):
+    """The hook stores the samples and ends the worker itself (``os._exit``), but a worker that crashed or could
+    not boot still exits with gunicorn's code, so the master reacts to it as it would without the hook."""
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    script = f"""
+import runpy, sys, types
+from tests.conftest import make_app
+hooks = runpy.run_path("gunicorn.conf.py")
+worker = types.SimpleNamespace(wsgi=make_app(DATABASE_URL="sqlite:///{tmp_path / 'db.sqlite3'}"))
+try:
+    sys.exit({gunicorn_code})  # as gunicorn's spawn_worker ends a worker, calling the hook in its finally
+finally:
+    hooks["worker_exit"](None, worker)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          check=False, env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert proc.returncode == exit_code, proc.stderr[-2000:]
+    assert "MoodLens stopped (worker exiting): classroom samples stored" in proc.stderr + proc.stdout

@@ -11,8 +11,6 @@ the last write are lost. So the worker closes them at once (each page reconnects
 is back or to another process), and writes what is queued as it exits; the same on SIGINT (Ctrl-C) and SIGQUIT,
 gunicorn's quick stop.
 """
-import logging
-import os
 import signal
 import sys
 import threading
@@ -46,8 +44,8 @@ def post_worker_init(worker):
 def worker_exit(server, worker):
     """The worker is leaving: close what is still connected, store the queued samples, and end the process.
 
-    Ended with ``os._exit``: analyses still in flight run on threads inside TensorFlow Lite, which the
-    interpreter's finalization would abort (see app/__main__.py). The exit code is gunicorn's own when the worker
+    Ended with ``app.shutdown.end_process`` (``os._exit``): analyses still in flight run on threads inside
+    TensorFlow Lite, which the interpreter's finalization would abort. The exit code is gunicorn's own when the worker
     failed (-1 after a crash, 3 when it could not boot: the master stops); otherwise 0, or 1 when the samples are
     not confirmed stored. A worker whose app never loaded exits as gunicorn decides (code 4 stops the master).
     """
@@ -61,21 +59,16 @@ def worker_exit(server, worker):
         signal.signal(signum, signal.SIG_IGN)
     leaving = sys.exc_info()[1]  # gunicorn calls this hook while its sys.exit(code) propagates
     failed = leaving.code if isinstance(leaving, SystemExit) and leaving.code not in (0, None) else None
+    from app.shutdown import close_connections, end_process, store_queued_samples
+
     stored = False
     try:
-        from app.shutdown import close_connections, store_queued_samples
-
         for thread in _closing:
             thread.join(5)  # its disconnect handlers done before the last ones run here
         close_connections()
         # The first signal says why (after Ctrl-C the master's SIGQUIT follows the terminal's SIGINT).
         stored = store_queued_samples(app, _received[0] if _received else "worker exiting")
     finally:
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
         if failed is not None:
-            code = failed if isinstance(failed, int) else 1
-        else:
-            code = 0 if stored else 1
-        os._exit(code & 0xFF)  # as sys.exit(-1) exits with 255
+            end_process(failed if isinstance(failed, int) else 1)
+        end_process(0 if stored else 1)

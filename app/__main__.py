@@ -22,7 +22,6 @@ if os.environ.get("ASYNC_MODE") == "eventlet":
     eventlet.monkey_patch()
 
 import argparse  # noqa: E402
-import logging  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 
@@ -100,12 +99,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     code = main()
-    # Analyses of frames still in flight run on daemon threads inside TensorFlow Lite. Left to the interpreter's
-    # finalization, such a thread is ended by pthread_exit inside C++ code and the process aborts ("terminate
-    # called without an active exception", SIGABRT; seen under the threading mode's development server). The
-    # samples are stored (or the exit code says they may not be) and the log is flushed below: end the process
-    # without finalizing.
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    from app.shutdown import end_process  # without finalizing: see there
+
+    end_process(code)

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 
 from flask import Flask
 
@@ -47,3 +49,18 @@ def store_queued_samples(app: Flask, why: str) -> bool:
                 "(%d still queued, a write %s)", why, classroom.writer.pending(),
                 "still running" if classroom.flushing() else "failed")
     return False
+
+
+def end_process(code: int) -> None:
+    """Flush the log and end the process with ``code`` (0-255; -1 gives 255, as ``sys.exit(-1)``) without the
+    interpreter's finalization.
+
+    Analyses of frames still in flight run on daemon threads inside TensorFlow Lite. Left to finalization, such
+    a thread is ended by pthread_exit inside C++ code and the process aborts ("terminate called without an
+    active exception", SIGABRT; seen under the threading mode's development server). Call it once the samples
+    are stored, or the exit code says they may not be.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code & 0xFF)

@@ -359,3 +359,47 @@ def test_aggregate_only_switched_on_through_another_process_reaches_the_leader(c
         other.stop()
         service.cluster.close()
         service.cluster = None
+
+
+@redis_mark
+def test_leaving_through_one_process_stops_the_students_streams_on_the_others(capp, teacher, student, redis_server):
+    from app.classroom.cluster import left_key
+
+    service = capp.extensions["classroom"]  # Sam streams here ...
+    service.cluster = ClusterLink(redis_server.url, push_every=service.push_every, process_id="this")
+    sc = socketio.test_client(capp, flask_test_client=student, auth={"classroom": "student"})
+    other = link(redis_server, "other")  # ... and the leave form reaches another process
+    try:
+        sid = socketio.server.manager.sid_from_eio_sid(sc.eio_sid, "/")
+        session_id, student_id = service.student_of(sid)
+        service.tick(force=True)
+        assert service.student_of(sid) == (session_id, student_id)  # nobody left yet: the stream counts
+
+        assert other.mark_left(session_id, student_id)
+        service.tick(force=True)
+        assert service.student_of(sid) is None
+        assert [e["args"][0] for e in sc.get_received() if e["name"] == "classroom_ended"] == \
+            [{"session": session_id, "reason": "left"}]
+        sc.disconnect()  # the page goes away after the leave: counted as left, no "lost" alert
+        body = teacher.client.get(f"/api/v1/classes/{teacher.code}/mood").json
+        assert {t["name"]: t["status"] for t in body["per_student"]} == {"Sam": "left"}
+        assert not [al for al in body["alerts"] if al["kind"] == "lost"], body["alerts"]
+
+        # The other way round: a leave posted to this process is published for the others.
+        dan = capp.test_client()
+        from tests.classroom_fixtures import join
+        join(dan, teacher.code, "Dan")
+        dc = socketio.test_client(capp, flask_test_client=dan, auth={"classroom": "student"})
+        _, dan_id = service.student_of(socketio.server.manager.sid_from_eio_sid(dc.eio_sid, "/"))
+        assert dan.post(f"/join/{teacher.code}/leave").status_code == 302
+        part = {"session": session_id, "ts": time.time(), "students": []}
+        assert other.exchange({session_id: part}, time.time())[session_id].left == {student_id, dan_id}
+        dc.disconnect()
+        assert other.mark_ended(session_id, "ended")
+        assert not other.client.exists(left_key(session_id))  # an ended session's marks go with it
+    finally:
+        other.close()
+        if sc.is_connected():
+            sc.disconnect()
+        service.cluster.close()
+        service.cluster = None

@@ -15,6 +15,9 @@ URL, i.e. when several processes serve one site. Per running class session:
   died, or lost Redis), another process takes it over after ``leader_ttl``.
 - ``moodlens:class:<session id>:ended``: set by the process that ended (or
   deleted) the session, so that the others end their part of it too.
+- ``moodlens:class:<session id>:left``: a set of the ids of the students who
+  left the session through a process ("Leave this class" posted without the
+  page's script), so that the others stop their streams too.
 
 One pipelined round trip per push tick carries all of it, for every session
 of the process. Nothing here runs on the frame path. Redis unreachable: the
@@ -80,6 +83,10 @@ def leader_key(session_id: int) -> str:
 
 def ended_key(session_id: int) -> str:
     return f"{PREFIX}{session_id}:ended"
+
+
+def left_key(session_id: int) -> str:
+    return f"{PREFIX}{session_id}:left"
 
 
 def redacted(url: str) -> str:
@@ -203,6 +210,7 @@ class Exchange:
     leader: bool                                          # this process pushes the session's summary
     others: dict[str, dict] = field(default_factory=dict)  # process id -> its latest live part
     ended: str | None = None                              # the session was ended elsewhere (the reason)
+    left: frozenset[int] = frozenset()                    # students who left it through any process
 
 
 class ClusterLink:
@@ -259,6 +267,7 @@ class ClusterLink:
                 pipe.eval(LEADER_SCRIPT, 1, leader_key(session_id), self.process_id, ttl_ms)
                 pipe.hgetall(key)
                 pipe.get(ended_key(session_id))
+                pipe.smembers(left_key(session_id))
 
         replies = self.outage.run(self.client, build)
         if replies is None:
@@ -267,9 +276,9 @@ class ClusterLink:
         out: dict[int, Exchange] = {}
         expired: list[tuple[int, bytes]] = []
         for i, session_id in enumerate(parts):
-            _, _, leader, fields, ended = replies[5 * i:5 * i + 5]
+            _, _, leader, fields, ended, left = replies[6 * i:6 * i + 6]
             out[session_id] = Exchange(bool(leader), self._others(session_id, fields, now, expired),
-                                       ended.decode() if ended else None)
+                                       ended.decode() if ended else None, _student_ids(left))
         self._drop(expired)
         return out
 
@@ -315,10 +324,22 @@ class ClusterLink:
         except (redis.RedisError, OSError):
             pass
 
+    def mark_left(self, session_id: int, student_id: int) -> bool:
+        """Tell the other processes that a student left the session: they stop that student's streams."""
+        key = left_key(session_id)
+        replies = self.outage.run(self.client, lambda pipe: (pipe.sadd(key, student_id),
+                                                             pipe.expire(key, ENDED_TTL_S)))
+        if replies is None:
+            log.warning("classroom: Redis away: the other processes are not told that a student left session %s",
+                        session_id)
+            return False
+        return True
+
     def mark_ended(self, session_id: int, reason: str) -> bool:
         """Tell the other processes that the session ended (``reason``: "ended" or "deleted"); drop its parts."""
         replies = self.outage.run(self.client, lambda pipe: (pipe.set(ended_key(session_id), reason, ex=ENDED_TTL_S),
-                                                             pipe.delete(part_key(session_id), leader_key(session_id))))
+                                                             pipe.delete(part_key(session_id), leader_key(session_id),
+                                                                         left_key(session_id))))
         if replies is None:
             log.warning("classroom: Redis away: the other processes are not told that session %s ended", session_id)
             return False
@@ -326,6 +347,17 @@ class ClusterLink:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _student_ids(members) -> frozenset[int]:
+    """The student ids of a ``left`` set's members (anything else in it is ignored)."""
+    ids = set()
+    for member in members or ():
+        try:
+            ids.add(int(member))
+        except (TypeError, ValueError):
+            continue
+    return frozenset(ids)
 
 
 class MessageQueue(RedisManager):

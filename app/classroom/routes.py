@@ -391,7 +391,8 @@ def leave(code: str):
     """Forget which student this browser was; their streams count as left (not lost) from now on.
 
     The page stops the camera and says ``classroom_leave`` first; this covers a
-    page whose script did not (the streams of this process only).
+    page whose script did not (with several processes, the others stop this
+    student's streams at their next push tick).
     """
     require_valid(ActionForm())
     student = _cookie_student()

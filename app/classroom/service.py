@@ -218,16 +218,29 @@ class ClassroomService:
         entry[0].leave(entry[1], sid, dropped=dropped)
         return True
 
-    def left(self, session_id: int, student_id: int) -> int:
+    def left(self, session_id: int, student_id: int, announce: bool = True) -> int:
         """The student left the class: stop routing their streams here (reported as left, not lost) and tell
-        their other pages (``classroom_ended`` with reason ``left``); returns how many streams that was."""
+        their other pages (``classroom_ended`` with reason ``left``); returns how many streams that was.
+
+        With several processes, the others are told through Redis and stop that student's streams at their
+        next push tick (``announce`` False: that is this call, for a student who left through another process).
+        """
         with self._lock:
             sids = [sid for sid, (a, st) in self._sids.items() if a.session_id == session_id and st == student_id]
         sids = [sid for sid in sids if self.unregister(sid, dropped=False)]
         for sid in sids:
             socketio.emit("classroom_ended", {"session": session_id, "reason": "left"}, to=sid,
                           namespace=STUDENT_NAMESPACE)
+        if announce and self.cluster is not None:
+            self.cluster.mark_left(session_id, student_id)
         return len(sids)
+
+    def _left_elsewhere(self, session_id: int, student_ids: frozenset[int]) -> None:
+        """Stop this process's streams of the students who left ``session_id`` through another process."""
+        with self._lock:
+            here = {st for a, st in self._sids.values() if a.session_id == session_id} & student_ids
+        for student_id in here:
+            self.left(session_id, student_id, announce=False)
 
     def student_of(self, sid: str) -> tuple[int, int] | None:
         """(session id, student id) that stream ``sid`` feeds, or None."""
@@ -353,6 +366,8 @@ class ClassroomService:
             if mine.ended:
                 self._ended_elsewhere(agg, mine.ended)
                 continue
+            if mine.left:
+                self._left_elsewhere(agg.session_id, mine.left)
             view = views[agg.session_id]
             view.others, view.updated = mine.others, time.monotonic()
             summary = self._merged(agg, view, mine.others, now, parts[agg.session_id])

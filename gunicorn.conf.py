@@ -17,18 +17,28 @@ import threading
 
 _received: list[str] = []  # the stop signals this worker received, first first
 _closing: list[threading.Thread] = []  # the thread closing the Socket.IO connections after SIGTERM
+QUICK_STOPS = ("SIGINT", "SIGQUIT")  # gunicorn's worker leaves at once on these
 
 
 def post_worker_init(worker):
     """Note each stop signal; on SIGTERM also start closing the Socket.IO connections, then let gunicorn's own
-    handler run (SIGTERM: finish in-flight requests; SIGINT and SIGQUIT: leave at once)."""
+    handler run (SIGTERM: finish in-flight requests; SIGINT and SIGQUIT: leave at once).
+
+    Once the worker is leaving at once, further stop signals are only noted: after Ctrl-C the master's SIGQUIT
+    follows the terminal's SIGINT, and gunicorn's handler would raise ``SystemExit`` wherever the worker is, the
+    ``worker_exit`` hook included, before it has ignored them. A SIGINT or SIGQUIT after SIGTERM still turns the
+    graceful stop into a quick one.
+    """
     from app.shutdown import close_connections
 
     def wrap(signum):
         previous = signal.getsignal(signum)
 
         def handler(sig, frame):
+            leaving = any(name in QUICK_STOPS for name in _received)
             _received.append(signal.Signals(sig).name)
+            if leaving:
+                return
             if sig == signal.SIGTERM and not _closing:
                 _closing.append(threading.Thread(target=close_connections, name="moodlens-stop", daemon=True))
                 _closing[0].start()

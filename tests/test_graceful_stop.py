@@ -124,3 +124,37 @@ finally:
                           check=False, env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert proc.returncode == exit_code, proc.stderr[-2000:]
     assert "MoodLens stopped (worker exiting): classroom samples stored" in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize(("signals", "passed_on"), [
+    pytest.param(["SIGINT", "SIGQUIT", "SIGTERM"], ["SIGINT"], id="Ctrl-C-then-the-masters-SIGQUIT"),
+    pytest.param(["SIGTERM", "SIGQUIT", "SIGINT"], ["SIGTERM", "SIGQUIT"], id="graceful-then-quick"),
+])
+def test_once_the_worker_leaves_at_once_further_stop_signals_cannot_cut_its_exit_short(signals, passed_on,
+                                                                                         tmp_path):
+    """gunicorn's handlers for SIGINT and SIGQUIT raise ``SystemExit`` wherever the worker is: a second one
+    arriving in the ``worker_exit`` hook would end it before the samples are stored. The hook's signal wrappers
+    pass a stop signal on to gunicorn only until the worker is leaving at once."""
+    import json
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    script = f"""
+import json, runpy, signal, types
+from tests.conftest import make_app
+passed = []
+for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):  # stand-ins for gunicorn's worker handlers
+    signal.signal(signum, lambda sig, frame: passed.append(signal.Signals(sig).name))
+hooks = runpy.run_path("gunicorn.conf.py")
+make_app(DATABASE_URL="sqlite:///{tmp_path / 'db.sqlite3'}")
+hooks["post_worker_init"](types.SimpleNamespace())
+for name in {signals!r}:
+    signal.raise_signal(getattr(signal, name))
+print(json.dumps({{"passed": passed, "received": hooks["_received"]}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          check=False, env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got == {"passed": passed_on, "received": signals}

@@ -1,13 +1,18 @@
 """Error responses: JSON under /api/, a friendly page elsewhere."""
 from __future__ import annotations
 
+import math
 import re
+import time
 
 from flask import jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.wsgi import LimitedStream
 
+from app.extensions import limiter
+
 UPLOAD_SUBMIT = "upload.upload_submit"
+ANALYZE = "upload.analyze"
 BARE_LIMIT = re.compile(r"\d+ per \d+ \w+")  # Flask-Limiter's description of a limit hit ("30 per 1 minute")
 
 
@@ -22,14 +27,21 @@ def init_app(app) -> None:
     def handle_http(exc: HTTPException):
         if wants_json():
             message = exc.description or exc.name
+            headers = ()
             if exc.code == 413 and body_over_limit():
                 message = f"request too large: the limit is {app.config['MAX_UPLOAD_BYTES']} bytes"
             elif exc.code == 413:
                 message = (f"request refused: more than {app.config['MAX_FORM_PARTS']} form fields, or a form "
                            f"field (not a file) over {app.config['MAX_FORM_MEMORY_SIZE']} bytes")
+                if request.endpoint == ANALYZE:  # Werkzeug does not say which field: name the likely one
+                    message += ("; an image sent without a filename (curl -F image=<photo.jpg) is such a field: "
+                                "send it as a file, curl -F image=@photo.jpg")
             if exc.code == 429:
-                message = f"too many requests from this client (limit: {exc.description}): wait, then try again"
-            return jsonify(error=message), exc.code
+                seconds = retry_after()
+                wait = "wait" if seconds is None else f"wait {seconds} seconds"
+                message = f"too many requests from this client (limit: {exc.description}): {wait}, then try again"
+                headers = () if seconds is None else (("Retry-After", str(seconds)),)
+            return jsonify(error=message), exc.code, headers
         if request.endpoint == UPLOAD_SUBMIT:
             # A photo over the size limit (refused before the view reads it) or one too many: the upload
             # page again, with its form and a plain message, not a bare error page.
@@ -55,6 +67,16 @@ def body_over_limit() -> bool:
     # No length given (chunked): the body was cut off at the limit if its stream was read that far.
     stream = request.__dict__.get("stream")  # only if already made: making it here could raise again
     return isinstance(stream, LimitedStream) and stream.limit == limit and stream.is_exhausted
+
+
+def retry_after() -> int | None:
+    """Seconds until the rate limit this request broke lets it in again (``Retry-After``); None when the
+    limiter cannot say (its storage, Redis, may be away)."""
+    try:
+        reset_at = limiter.current_limit.window.reset_time
+    except Exception:  # whatever the storage raises, the answer is still a 429
+        return None
+    return max(1, math.ceil(reset_at - time.time()))
 
 
 def _plain(exc: HTTPException) -> str:

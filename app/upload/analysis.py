@@ -20,6 +20,7 @@ SLOT_WAIT_SECONDS = 2.0  # a request waits this long for a free slot, then is an
 RETRY_AFTER_SECONDS = 2
 # Names some browsers and tools give JPEG; the bytes are identified by decoding them anyway.
 MIME_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}
+ONE_PER_REQUEST = "send one image per request"  # the page words it for a person by this phrase
 
 
 class UploadBusy(ImageError):
@@ -65,14 +66,7 @@ def image_from_request(field: str = "image") -> tuple[bytes, str | None]:
     content_type = (request.mimetype or "").lower()
     content_type = MIME_ALIASES.get(content_type, content_type)
     if content_type == "multipart/form-data":
-        upload = request.files.get(field)
-        if upload is None or upload.filename == "" and not upload.content_length:
-            raise ImageError(f"no file in the form field '{field}'")
-        declared = (upload.mimetype or "").lower()
-        declared = MIME_ALIASES.get(declared, declared)
-        if declared.startswith("image/") and declared not in SUPPORTED_MIME:
-            raise UnsupportedImage(f"unsupported image type {declared}; send JPEG, PNG or WebP")
-        return upload.read(), declared or None
+        return _image_from_form(field)
     if content_type.startswith("image/"):
         if content_type not in SUPPORTED_MIME:
             raise UnsupportedImage(f"unsupported image type {content_type}; send JPEG, PNG or WebP")
@@ -80,6 +74,28 @@ def image_from_request(field: str = "image") -> tuple[bytes, str | None]:
     if not content_type:
         raise UnsupportedImage("missing Content-Type: send multipart/form-data with an 'image' field or a raw image/jpeg, image/png or image/webp body")
     raise UnsupportedImage(f"unsupported Content-Type {content_type}: send multipart/form-data with an 'image' field or a raw image/jpeg, image/png or image/webp body")
+
+
+def _image_from_form(field: str) -> tuple[bytes, str | None]:
+    """The one file part named ``field``; several, or one sent as text (no filename), are refused saying so."""
+    uploads = request.files.getlist(field)
+    texts = request.form.getlist(field)  # Werkzeug files a part without a filename as a text field
+    if len(uploads) + len(texts) > 1:
+        raise ImageError(f"{len(uploads) + len(texts)} parts in the form field '{field}': {ONE_PER_REQUEST}")
+    if texts:
+        raise ImageError(f"no file in the form field '{field}': it was sent as text (a part without a filename), "
+                         f"not as a file; send the image as a file, e.g. curl -F {field}=@photo.jpg")
+    if not uploads:
+        raise ImageError(f"no file in the form field '{field}'")
+    upload = uploads[0]
+    data = upload.read()  # emptiness is in the bytes: a part's own Content-Length is rarely sent
+    if not data and not upload.filename:  # a browser's form with no photo chosen
+        raise ImageError(f"no file in the form field '{field}'")
+    declared = (upload.mimetype or "").lower()
+    declared = MIME_ALIASES.get(declared, declared)
+    if declared.startswith("image/") and declared not in SUPPORTED_MIME:
+        raise UnsupportedImage(f"unsupported image type {declared}; send JPEG, PNG or WebP")
+    return data, declared or None
 
 
 def analyze_upload(data: bytes) -> tuple[dict, DecodedImage]:

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import base64
-import math
-import time
 
 import cv2
 from flask import current_app, render_template, request
@@ -11,12 +9,13 @@ from flask_wtf import FlaskForm
 from werkzeug.exceptions import HTTPException
 
 from app.concurrency import run_cpu
-from app.errors import body_over_limit
+from app.errors import body_over_limit, retry_after
 from app.extensions import limiter
 from app.security import form_expired
 from app.upload import bp
 from app.upload.analysis import (
     ANALYZE_SCOPE,
+    ONE_PER_REQUEST,
     RETRY_AFTER_SECONDS,
     UploadBusy,
     analysis_slot,
@@ -37,6 +36,8 @@ FORM_TOO_MUCH = ("The form sent too much besides the photo (too many fields, or 
 MB = 1024 * 1024
 # The page's wording of the decoder's refusals (the API keeps the decoder's precise ones), by a word in them.
 PLAIN_ERRORS = (
+    (ONE_PER_REQUEST, "Choose one photo at a time: the page analyses a single photo."),
+    ("sent as text", "The photo arrived as text, not as a file: choose the photo again."),  # only by hand
     ("no file", "Choose a photo first."),
     ("empty", "This file is empty: choose the photo again."),
     ("not an image", "This file is not a photo: choose a JPEG, PNG or WebP photo."),
@@ -135,23 +136,15 @@ def plain_message(exc: ImageError, data: bytes | None) -> str:
 
 
 def refused(error: str, status: int, headers=(), form: UploadForm | None = None):
-    """The upload page again, with its form and ``error``; names the file that was sent when the form can be read."""
+    """The upload page again, with its form and ``error``; names the file that was sent when the form can be
+    read and holds one (of several, none is named: the message is about them all)."""
     try:
-        upload = request.files.get("image") if status != 413 else None
+        uploads = request.files.getlist("image") if status != 413 else []
     except HTTPException:  # a body over MAX_CONTENT_LENGTH (refused first for the rate limit, say) is never read
-        upload = None
-    filename = upload.filename if upload else None
+        uploads = []
+    filename = uploads[0].filename if len(uploads) == 1 else None
     form = form or UploadForm(formdata=None)
     return render_template("upload.html", emotions=EMOTIONS, form=form, error=error, filename=filename), status, headers
-
-
-def _retry_after() -> int | None:
-    """Seconds until the rate limit this request broke lets photos in again; None when the limiter cannot say."""
-    try:
-        reset_at = limiter.current_limit.window.reset_time
-    except Exception:  # the limits' storage (Redis) may be away: the page then says "a moment"
-        return None
-    return max(1, math.ceil(reset_at - time.time()))
 
 
 def http_error_page(exc: HTTPException):
@@ -167,7 +160,7 @@ def http_error_page(exc: HTTPException):
                  else f"This photo is larger than the limit of {megabytes(limit)} MB.")
         return refused(error, 413)
     if exc.code == 429:
-        seconds = _retry_after()
+        seconds = retry_after()  # None: the limits' storage (Redis) is away, and the page says "a moment"
         wait = "wait a moment" if seconds is None else (
             f"wait {seconds} seconds" if seconds < 90 else f"wait about {round(seconds / 60)} minutes")
         headers = () if seconds is None else (("Retry-After", str(seconds)),)

@@ -1,5 +1,5 @@
 // Upload page: drag-and-drop onto the drop zone, submit on choice, show progress.
-// A photo over the size limit is refused here, before its bytes are sent.
+// A photo over the size limit, or more than one photo, is refused here, before any bytes are sent.
 const MB = 1024 * 1024;
 const form = document.getElementById("upload-form");
 const input = document.getElementById("image");
@@ -47,6 +47,11 @@ touch.addEventListener("change", fitTitle);
 input.addEventListener("change", () => { if (chosen()) form.requestSubmit(); });
 form.addEventListener("submit", (e) => {
   const file = input.files && input.files[0];
+  if (input.files && input.files.length > 1) {  // the server analyses one photo per request, and says so
+    e.preventDefault();
+    showError(`Choose one photo at a time: ${input.files.length} files were chosen.`);
+    return;
+  }
   if (file && file.size > maxBytes) {
     e.preventDefault();
     showError(`${file.name}: This photo is ${megabytes(file.size, maxBytes)} MB; the limit is ${megabytes(maxBytes)} MB.`);
@@ -65,9 +70,23 @@ form.addEventListener("submit", (e) => {
   zone.classList.remove("over");
 }));
 zone.addEventListener("drop", (e) => {
-  if (!e.dataTransfer || !e.dataTransfer.files.length) return;
-  input.files = e.dataTransfer.files;
+  const files = e.dataTransfer && e.dataTransfer.files;
+  if (!files || !files.length) return;
+  if (files.length > 1) {  // the photo chosen before, if any, stays chosen
+    showError(`Drop one photo at a time: ${files.length} files were dropped.`);
+    return;
+  }
+  input.files = files;
   if (chosen()) form.requestSubmit();
+});
+
+// Back to this page from its result, restored as it was left (the back/forward cache): not "Analysing…"
+// for ever, and the photo that was sent not still chosen, so choosing it again analyses it again.
+window.addEventListener("pageshow", (e) => {
+  if (!e.persisted) return;
+  busy.hidden = true;
+  form.reset();
+  chosen();
 });
 
 // A scores table wider than the window scrolls sideways: say so, while it does.

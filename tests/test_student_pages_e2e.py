@@ -76,6 +76,54 @@ def test_leaving_while_sharing_is_left_not_a_lost_connection(server, browser_fac
     assert problems == []
 
 
+# The browser's fake camera, passed through a track the test ends (window.unplugCamera()) as the browser ends an
+# unplugged camera's: readyState "ended" and an "ended" event.
+UNPLUGGABLE_CAMERA = """
+const getUserMedia = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+navigator.mediaDevices.getUserMedia = async (constraints) => {
+  const real = await getUserMedia(constraints);
+  const [track] = real.getVideoTracks();
+  const reader = new MediaStreamTrackProcessor({ track }).readable.getReader();
+  const passed = new MediaStreamTrackGenerator({ kind: "video" });
+  const writer = passed.writable.getWriter();
+  let plugged = true;
+  (async () => {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      if (plugged) await writer.write(value).catch(() => {}); else value.close();
+    }
+  })();
+  window.unplugCamera = () => { plugged = false; writer.close(); track.stop(); };
+  return new MediaStream([passed]);
+};
+"""
+
+
+def test_a_camera_that_stops_while_sharing_stops_the_sharing_and_says_so(server, browser_factory, camera):
+    _ctx, board, code = new_teacher(browser_factory, server)
+    student, problems = open_student(browser_factory(camera), server.url, code, "Kim",
+                                     init_script=UNPLUGGABLE_CAMERA)
+    tile = board.locator("#tiles .tile")
+    expect(tile).to_have_attribute("data-status", "active", timeout=15 * SECONDS)
+
+    student.evaluate("() => window.unplugCamera()")
+    expect(student.locator("#status")).to_contain_text("The camera stopped", timeout=10 * SECONDS)
+    expect(student.locator("#sharing")).to_have_attribute("data-state", "off")
+    expect(student.locator("#sharing-text")).to_have_text("Not sharing")
+    expect(student.locator("#start")).to_be_visible()
+    expect(student.locator("#my-emotion")).to_have_text("–")
+    expect(student.locator("#placeholder")).to_have_text("Camera stopped")
+    # The teacher sees a student who stopped sharing, not a lost connection.
+    expect(tile).to_have_attribute("data-status", "left", timeout=10 * SECONDS)
+    expect(board.locator("#alerts")).not_to_contain_text("connection was lost")
+
+    student.click("#start")  # the camera is back: sharing again
+    expect(student.locator("#sharing")).to_have_attribute("data-state", "on", timeout=20 * SECONDS)
+    expect(tile).to_have_attribute("data-status", "active", timeout=15 * SECONDS)
+    assert problems == []
+
+
 def test_the_student_page_shows_nothing_stale(server, browser_factory, camera):
     _ctx, board, code = new_teacher(browser_factory, server)
     alice, alice_problems = open_student(browser_factory(camera), server.url, code, "Alice")

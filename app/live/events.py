@@ -1,10 +1,11 @@
 """Socket.IO events of the live stream.
 
 Client -> server ``frame``: ``{"seq": int, "image": <JPEG bytes>}``.
-Server -> client ``faces``: ``{"seq", "faces": [{"id", "box", "label", "scores"}],
+Server -> client ``faces``: ``{"seq", "faces": [{"id", "box", "label", "scores"}], "width", "height",
 "timings_ms": {"decode", "detect", "classify", "total"}, "superseded": int}``;
-``superseded`` counts this connection's frames so far that were replaced by a
-newer one before they were analysed (dropped, never answered).
+``width`` and ``height`` are the analysed frame's size, in whose pixels the
+boxes are; ``superseded`` counts this connection's frames so far that were
+replaced by a newer one before they were analysed (dropped, never answered).
 Server -> client ``frame_error``: ``{"seq", "error"}`` for a frame that could not
 be analysed; the connection stays usable.
 """
@@ -135,7 +136,8 @@ def _analyse(mode: str, sid: str, stream: Stream, frame_seq: int, frame: bytes) 
         socketio.emit("frame_error", {"seq": frame_seq, "error": "internal error analysing the frame"}, to=sid,
                       ignore_queue=True)
         return
-    socketio.emit("faces", {"seq": frame_seq, "faces": result["faces"], "timings_ms": result["timings_ms"],
+    socketio.emit("faces", {"seq": frame_seq, "faces": result["faces"], "width": result["width"],
+                            "height": result["height"], "timings_ms": result["timings_ms"],
                             "superseded": stream.superseded}, to=sid, ignore_queue=True)
     for listener in frame_listeners:
         try:

@@ -57,6 +57,16 @@ const stream = new LiveStream(
         if (!socket.active) finish(`Cannot join: ${err.message}`); // refused by the server, not a network hiccup
       });
     },
+    // The camera stopped by itself (unplugged, revoked, taken by another application): sharing has stopped,
+    // as with the Stop button (the teacher sees "stopped sharing", not a lost connection); Start resumes it.
+    onStop(cause) {
+      if (cause !== "camera") return;
+      const hadFocus = document.activeElement === stopBtn;
+      leave();
+      sharing(false);
+      clearResult("Camera stopped");
+      focusIf(hadFocus, startBtn);
+    },
     onStats({ fps }) { $("fps").textContent = fps ? fps.toFixed(1) : "–"; },
     onFaces(msg) {
       const face = msg.faces.reduce((best, f) => (!best || f.box[2] * f.box[3] > best.box[2] * best.box[3] ? f : best), null);

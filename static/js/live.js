@@ -9,7 +9,10 @@ const stream = new LiveStream(
   { video: $("video"), overlay: $("overlay"), placeholder: $("placeholder"), list: $("faces-list"), live: $("faces-live"),
     hint: $("no-face-hint") },
   {
+    pauseWhenHidden: true, // a hidden tab sends nothing: the server would analyse frames no one sees
     onStatus(text, kind) { statusEl.textContent = text; statusEl.dataset.kind = kind; },
+    // Stopped by the button or by itself (the camera was unplugged): the button says what a press does.
+    onStop() { toggle.textContent = "Start camera"; },
     onStats({ fps, rtt, server }) {
       $("fps").textContent = fps ? fps.toFixed(1) : "–";
       $("rtt").textContent = rtt != null ? Math.round(rtt) : "–";
@@ -21,7 +24,6 @@ const stream = new LiveStream(
 toggle.addEventListener("click", async () => {
   if (stream.running) {
     stream.stop();
-    toggle.textContent = "Start camera";
     return;
   }
   const hadFocus = document.activeElement === toggle;

@@ -15,6 +15,19 @@ export const COLOURS = Object.fromEntries(
 const CAPTURE_WIDTH = 640;
 const JPEG_QUALITY = 0.7;
 const ANSWER_TIMEOUT_MS = 1500;
+// Boxes no answer has confirmed for this long (frame errors, answers that stopped coming) are taken off.
+const TRACK_EXPIRY_MS = 2 * ANSWER_TIMEOUT_MS;
+// Frames whose send time is kept, so that an answer coming after ANSWER_TIMEOUT_MS still counts in the round trip.
+const SENT_KEPT = 8;
+// A camera that shows no picture this long after it opened is given up (play() and loadedmetadata can wait forever).
+const START_TIMEOUT_MS = 5000;
+// canvas.toBlob gave no JPEG (the encoder failed, memory was short): capture again after this.
+const ENCODE_RETRY_MS = 200;
+const CAMERA_ENDED = "The camera stopped: it was unplugged, switched off or taken by another application. "
+  + "Start it again to go on.";
+const NO_PICTURE = "The camera gave no picture. Check that it is connected and not in use by another application, "
+  + "then press Start again.";
+const PAUSED = "Paused while this page is hidden.";
 const BARS_WIDTH = 80;   // score bars beside each box, CSS pixels
 const BAR_STEP = 14;
 // Answers without a face for this long show the hint (els.hint): a glance away does not flash it.
@@ -40,13 +53,39 @@ export function cameraErrorMessage(err) {
   }
 }
 
+/** Play the camera's video: resolves "ok" once it plays and has a size, "ended" if the camera stops first,
+ * "timeout" after START_TIMEOUT_MS. */
+function playVideo(video, track) {
+  return new Promise((resolve) => {
+    let played = false;
+    const done = (outcome) => {
+      clearTimeout(timer);
+      video.removeEventListener("loadedmetadata", check);
+      if (track) track.removeEventListener("ended", ended);
+      resolve(outcome);
+    };
+    const check = () => { if (played && video.videoWidth) done("ok"); };
+    const ended = () => done("ended");
+    const timer = setTimeout(() => done("timeout"), START_TIMEOUT_MS);
+    video.addEventListener("loadedmetadata", check);
+    if (track) track.addEventListener("ended", ended);
+    if (track && track.readyState === "ended") { ended(); return; }
+    video.play().catch(() => {}).then(() => { played = true; check(); });  // a refused play() is not fatal
+  });
+}
+
 export class LiveStream {
   /**
    * @param {object} els  {video, overlay, placeholder, list, live, hint}  live: a live region that says the emotions
    *   in view once they hold (see _announce); hint (optional): shown while answer after answer finds no face, for
    *   NO_FACE_HINT_MS or more
-   * @param {object} opts {onStats(stats), onStatus(text, kind), onFaces(msg), onSocket(socket), auth, query}
+   * @param {object} opts {onStats(stats), onStatus(text, kind), onFaces(msg), onSocket(socket), onStop(), auth, query,
+   *   pauseWhenHidden}
    *   onSocket: called with every socket connect() opens, so a page's own handlers are on each one.
+   *   onStop(cause): called when a running stream stops: cause "page" (stop() was called) or "camera" (it
+   *   stopped by itself: the camera was unplugged, revoked or taken by another application).
+   *   pauseWhenHidden: send no frames while the page is hidden (the server would analyse frames no one sees);
+   *   back in view, start afresh (no boxes or figures from before).
    */
   constructor(els, opts = {}) {
     this.els = els;
@@ -57,8 +96,12 @@ export class LiveStream {
     this.statusKind = null;
     this.seq = 0;
     this.inFlight = null;       // {seq, sentAt}
-    this.tracks = new Map();    // id -> {box (drawn), target, label, scores, seenAt}
+    this.sent = new Map();      // seq -> sentAt of the last SENT_KEPT frames sent, for the round trip of late answers
+    this.tracks = new Map();    // id -> {box (drawn), target, size (of the answer's frame), label, scores, seenAt}
     this.frameSize = { w: CAPTURE_WIDTH, h: 480 };
+    this.answerSize = null;     // the frame size of the last answer: boxes of another size are not glided from
+    this.idle = { text: "Camera off.", kind: "info" };  // the status while stopped, back after a connection warning
+    this.connectionWarning = false;  // the status says the server cannot be reached
     this.answers = [];          // timestamps of answers, for the frame rate
     this.rtts = [];
     this.serverMs = [];
@@ -72,6 +115,11 @@ export class LiveStream {
     this.noFaceSince = null;    // when the answers began to find no face; null while one is found
     // A phone turned mid-stream changes the camera's shape: follow it.
     els.video.addEventListener("resize", () => { if (this.media) this._fitFrame(); });
+    this.paused = false;        // the page is hidden and pauseWhenHidden is on
+    if (opts.pauseWhenHidden) {
+      this.paused = document.visibilityState === "hidden";
+      document.addEventListener("visibilitychange", () => this._onVisibility());
+    }
   }
 
   connect() {
@@ -82,14 +130,18 @@ export class LiveStream {
     const mine = (fn) => (...args) => { if (this.socket === socket) fn(...args); };
     socket.on("faces", mine((msg) => this._onAnswer(msg, null)));
     socket.on("frame_error", mine((msg) => this._onAnswer(null, msg)));
-    socket.on("connect", mine(() => { if (this.running) this._status("Streaming", "ok"); this._sendNext(); }));
+    socket.on("connect", mine(() => {
+      if (this.running) this._runningStatus();
+      else if (this.connectionWarning) this._status(this.idle.text, this.idle.kind);  // back to "Camera off." (say)
+      this._sendNext();
+    }));
     socket.on("disconnect", mine(() => {
-      if (this.running) this._status("Connection lost, reconnecting…", "warn");
+      if (this.running) this._status("Connection lost, reconnecting…", "warn", true);
       this.inFlight = null;
       this._reset();
     }));
     socket.on("connect_error", mine((err) => {
-      this._status(`Cannot reach the server (${err.message}); retrying…`, "warn");
+      this._status(`Cannot reach the server (${err.message}); retrying…`, "warn", true);
       this._reset();
     }));
     if (this.opts.onSocket) this.opts.onSocket(socket);
@@ -110,24 +162,58 @@ export class LiveStream {
       return false;
     }
     this._status("Asking for the camera…", "info");
+    let media;
     try {
-      this.media = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 } }, audio: false });
+      media = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 } }, audio: false });
     } catch (err) {
       this._status(cameraErrorMessage(err), "error");
       return false;
     }
+    this.media = media;
     const { video } = this.els;
-    video.srcObject = this.media;
-    await video.play().catch(() => {});
-    if (!video.videoWidth) await new Promise((r) => video.addEventListener("loadedmetadata", r, { once: true }));
+    video.srcObject = media;
+    const [track] = media.getVideoTracks();
+    const outcome = await playVideo(video, track);
+    if (this.media !== media) return false;  // stop() came meanwhile (a session ended, say)
+    if (outcome !== "ok") {
+      media.getTracks().forEach((t) => t.stop());
+      this.media = null;
+      video.srcObject = null;
+      this._status(outcome === "ended" ? CAMERA_ENDED : NO_PICTURE, "error");
+      return false;
+    }
+    // A camera unplugged, revoked or taken by another application ends its track.
+    const ended = () => { if (this.media === media && this.running) this.stop(CAMERA_ENDED, "warn", "camera"); };
+    if (track) track.addEventListener("ended", ended);
     this._fitFrame();
     if (this.els.placeholder) this.els.placeholder.hidden = true;
     this.running = true;
     this.connect();
-    this._status(this.socket.connected ? "Streaming" : "Connecting…", this.socket.connected ? "ok" : "info");
+    this._runningStatus();
     requestAnimationFrame(this._draw);
     this._sendNext();
     return true;
+  }
+
+  /** Say what a running stream is doing: paused, streaming or waiting for the server. */
+  _runningStatus() {
+    if (this.paused) this._status(PAUSED, "info");
+    else if (this.socket && this.socket.connected) this._status("Streaming", "ok");
+    else this._status("Connecting…", "info");
+  }
+
+  /** Hidden (with pauseWhenHidden): send nothing. Shown again: forget what was seen before, and send. */
+  _onVisibility() {
+    const hidden = document.visibilityState === "hidden";
+    if (hidden === this.paused) return;
+    this.paused = hidden;
+    if (!this.running) return;
+    if (!hidden) {
+      this.inFlight = null;  // an answer that came while hidden was not taken
+      this._reset();
+    }
+    this._runningStatus();
+    this._sendNext();
   }
 
   /** Size the captured frame and the stage to the camera's current shape. */
@@ -135,7 +221,13 @@ export class LiveStream {
     const { video } = this.els;
     if (!video.videoWidth || !video.videoHeight) return;
     const scale = Math.min(1, CAPTURE_WIDTH / video.videoWidth);
-    this.frameSize = { w: Math.round(video.videoWidth * scale), h: Math.round(video.videoHeight * scale) };
+    const size = { w: Math.round(video.videoWidth * scale), h: Math.round(video.videoHeight * scale) };
+    if (size.w !== this.frameSize.w || size.h !== this.frameSize.h) {
+      // Boxes found in the old shape do not glide into the new one.
+      this.tracks.clear();
+      this._renderList();
+    }
+    this.frameSize = size;
     this.capture.width = this.frameSize.w;
     this.capture.height = this.frameSize.h;
     // The stage takes the camera's shape, so a 16:9 camera is not squeezed into 4:3; a page's CSS may
@@ -149,13 +241,15 @@ export class LiveStream {
     this.answers = [];
     this.rtts = [];
     this.serverMs = [];
+    this.sent.clear();
     this.tracks.clear();
     this.noFaceSince = null;
     this._renderList();
     this._report();
   }
 
-  stop(message = "Camera off.") {
+  stop(message = "Camera off.", kind = "info", cause = "page") {
+    const wasRunning = this.running;
     this.running = false;
     clearTimeout(this.timer);
     if (this.media) this.media.getTracks().forEach((t) => t.stop());
@@ -166,7 +260,8 @@ export class LiveStream {
     this.ctx.setTransform(1, 0, 0, 1, 0, 0);
     this.ctx.clearRect(0, 0, this.els.overlay.width, this.els.overlay.height);
     if (this.els.placeholder) this.els.placeholder.hidden = false;
-    this._status(message, "info");
+    this._status(message, kind);
+    if (wasRunning && this.opts.onStop) this.opts.onStop(cause);
   }
 
   disconnect() {
@@ -174,24 +269,36 @@ export class LiveStream {
     this.socket = null;
   }
 
-  _status(text, kind) {
+  /** Show a status; ``connection``: it says the server cannot be reached (a reconnection takes it back). */
+  _status(text, kind, connection = false) {
     this.statusKind = kind;
+    this.connectionWarning = connection;
+    if (!connection && !this.running) this.idle = { text, kind };
     if (this.opts.onStatus) this.opts.onStatus(text, kind);
   }
 
   _sendNext() {
-    if (!this.running || !this.socket || !this.socket.connected || this.inFlight) return;
+    if (!this.running || this.paused || !this.socket || !this.socket.connected || this.inFlight) return;
     const { video } = this.els;
     if (video.readyState < 2) { this.timer = setTimeout(() => this._sendNext(), 50); return; }
     const c = this.capture.getContext("2d");
     c.drawImage(video, 0, 0, this.capture.width, this.capture.height);
     const seq = ++this.seq;
-    this.inFlight = { seq, sentAt: performance.now() };
+    const sentAt = performance.now();
+    this.inFlight = { seq, sentAt };
     this.capture.toBlob(async (blob) => {
-      if (!blob || !this.running || !this.socket) { this.inFlight = null; return; }
+      if (!blob) {  // no JPEG this time: try again shortly rather than stop streaming
+        this.inFlight = null;
+        clearTimeout(this.timer);
+        this.timer = setTimeout(() => this._sendNext(), ENCODE_RETRY_MS);
+        return;
+      }
+      if (!this.running || !this.socket) { this.inFlight = null; return; }
       const image = await blob.arrayBuffer();
       // stop() or disconnect() may have come while the bytes were read (a session ended, say).
       if (!this.running || !this.socket) { this.inFlight = null; return; }
+      this.sent.set(seq, sentAt);
+      if (this.sent.size > SENT_KEPT) this.sent.delete(this.sent.keys().next().value);  // the oldest
       this.socket.emit("frame", { seq, image });
       clearTimeout(this.timer);
       this.timer = setTimeout(() => {          // the answer never came: move on
@@ -201,14 +308,18 @@ export class LiveStream {
   }
 
   _onAnswer(msg, error) {
-    if (!this.running) return;  // an answer that arrives after stop() must not bring the faces back
+    // An answer that arrives after stop() must not bring the faces back, nor one that arrives while paused.
+    if (!this.running || this.paused) return;
     const now = performance.now();
     const seq = (msg || error).seq;
-    if (this.inFlight && this.inFlight.seq === seq) {
-      this.rtts.push(now - this.inFlight.sentAt);
+    // Late answers (after ANSWER_TIMEOUT_MS) count too: a slow server's round trip is not under-reported.
+    const sentAt = this.sent.get(seq);
+    if (sentAt !== undefined) {
+      this.sent.delete(seq);
+      this.rtts.push(now - sentAt);
       if (this.rtts.length > 30) this.rtts.shift();
-      this.inFlight = null;
     }
+    if (this.inFlight && this.inFlight.seq === seq) this.inFlight = null;
     if (error) {
       this._status(`Frame not analysed: ${error.error}`, "warn");
     } else {
@@ -216,21 +327,26 @@ export class LiveStream {
       this.answers.push(now);
       while (this.answers.length && now - this.answers[0] > 2000) this.answers.shift();
       if (msg.timings_ms) { this.serverMs.push(msg.timings_ms.total); if (this.serverMs.length > 30) this.serverMs.shift(); }
-      this._updateTracks(msg.faces, now);
+      this._updateTracks(msg, now);
       if (this.opts.onFaces) this.opts.onFaces(msg);
       this._report();
     }
     this._sendNext();
   }
 
-  _updateTracks(faces, now) {
+  _updateTracks(msg, now) {
+    // Each answer's boxes are in the pixels of the frame it analysed (its width and height; an older server
+    // sends none: the frame size now). A new size (a phone turned) starts the boxes afresh.
+    const size = msg.width && msg.height ? { w: msg.width, h: msg.height } : { ...this.frameSize };
+    if (this.answerSize && (size.w !== this.answerSize.w || size.h !== this.answerSize.h)) this.tracks.clear();
+    this.answerSize = size;
     const seen = new Set();
-    for (const f of faces) {
+    for (const f of msg.faces) {
       const key = f.id ?? `${f.box}`;
       seen.add(key);
       const t = this.tracks.get(key);
-      if (t) Object.assign(t, { target: f.box, label: f.label, scores: f.scores, seenAt: now });
-      else this.tracks.set(key, { box: f.box.slice(), target: f.box, label: f.label, scores: f.scores, seenAt: now });
+      if (t) Object.assign(t, { target: f.box, size, label: f.label, scores: f.scores, seenAt: now });
+      else this.tracks.set(key, { box: f.box.slice(), target: f.box, size, label: f.label, scores: f.scores, seenAt: now });
     }
     for (const key of [...this.tracks.keys()]) if (!seen.has(key)) this.tracks.delete(key);
     if (this.tracks.size) this.noFaceSince = null;
@@ -245,7 +361,8 @@ export class LiveStream {
     overlay.dataset.faces = String(this.tracks.size);
     overlay.dataset.labels = [...this.tracks.values()].map((t) => t.label).join(",");
     const labels = [...this.tracks.values()].map((t, i) => `Face ${i + 1}: ${t.label}`).join(", ");
-    this._announce(labels || (this.running ? "No face in view" : ""));
+    // "No face in view" only when answers say so: not while disconnected, paused or between frame errors.
+    this._announce(labels || (this.running && this.noFaceSince !== null ? "No face in view" : ""));
     if (!list) return;
     const faces = [...this.tracks.values()].map((t, i) =>
       ({ label: t.label, text: `Face ${i + 1}: ${t.label} ${Math.round((t.scores[t.label] || 0) * 100)}%` }));
@@ -286,8 +403,21 @@ export class LiveStream {
 
   _report() { if (this.opts.onStats) this.opts.onStats(this.stats()); }
 
+  /** Take off boxes no answer has confirmed for TRACK_EXPIRY_MS, with the figures of that time. */
+  _expire(now) {
+    let expired = false;
+    for (const [key, t] of this.tracks) {
+      if (now - t.seenAt > TRACK_EXPIRY_MS) { this.tracks.delete(key); expired = true; }
+    }
+    if (!expired) return;
+    while (this.answers.length && now - this.answers[0] > 2000) this.answers.shift();  // no frame rate from then
+    this._renderList(now);
+    this._report();
+  }
+
   _draw() {
     if (!this.running) return;
+    this._expire(performance.now());
     const { overlay, video } = this.els;
     // Draw in CSS pixels on a backing store of device pixels: sharp text on any screen.
     const dpr = window.devicePixelRatio || 1;
@@ -297,8 +427,8 @@ export class LiveStream {
     const ctx = this.ctx;
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, w, h);
-    const sx = w / this.frameSize.w, sy = h / this.frameSize.h;
     for (const t of this.tracks.values()) {
+      const sx = w / t.size.w, sy = h / t.size.h;
       // Glide towards the newest box so the overlay moves smoothly between answers.
       for (let i = 0; i < 4; i++) t.box[i] += (t.target[i] - t.box[i]) * 0.35;
       const [bx, by, bw, bh] = t.box;

@@ -38,6 +38,11 @@ def test_frame_gets_faces_with_same_seq(socket_client, frame):
     assert isinstance(face["id"], int) and len(face["box"]) == 4
     assert face["label"] == "happy" and face["scores"]["happy"] > 0.8, face["scores"]  # a smile, paired right
     assert set(msg["timings_ms"]) == {"decode", "detect", "classify", "total"}
+    # The size of the frame the boxes are in: the page scales each answer's boxes by its own frame.
+    height, width = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_GRAYSCALE).shape
+    assert (msg["width"], msg["height"]) == (width, height)
+    x, y, w, h = face["box"]
+    assert 0 <= x < x + w <= width and 0 <= y < y + h <= height
 
 
 def test_track_id_is_stable_across_frames(socket_client, frame):

@@ -17,5 +17,23 @@ else
   SUDO=
 fi
 echo "installing test system packages: ${need[*]}"
+# The tests start their own servers on loopback: the packages' services are not started by the install (an
+# nginx whose port 80 is taken would fail it) nor left enabled at boot.
+policy=/usr/sbin/policy-rc.d
+own_policy=
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+  $SUDO chmod 755 "$policy"
+  own_policy=1
+fi
+cleanup() { if [ -n "$own_policy" ]; then $SUDO rm -f "$policy"; fi; }
+trap cleanup EXIT
 $SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+  for unit in nginx redis-server postgresql; do
+    for pkg in "${need[@]}"; do
+      if [ "$pkg" = "$unit" ]; then $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true; fi
+    done
+  done
+fi

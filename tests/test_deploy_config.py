@@ -98,3 +98,59 @@ def test_nginx_keeps_request_bodies_off_disk(path):
     log = (nginx.dir / "error.log").read_text()
     assert "buffered to a temporary file" not in log, log
     nginx.cleanup()
+
+
+def test_postgres_counts_as_healthy_only_once_it_answers_over_tcp():
+    """The image's first start runs a temporary server on the Unix socket only (initdb), then restarts it: a
+    socket check passes too early and the one-shot migration finds no server."""
+    (check,) = [part for part in COMPOSE["services"]["postgres"]["healthcheck"]["test"] if "pg_isready" in part]
+    assert re.search(r"pg_isready\b.*\s-h\s+127\.0\.0\.1\b", check), check
+
+
+def test_compose_secrets_come_from_one_env_file_written_once_and_kept_out_of_git_and_images(tmp_path):
+    import subprocess
+
+    env_file = tmp_path / ".env"
+    make = ["make", "--no-print-directory", "-C", str(ROOT), "compose-env", f"ENV_FILE={env_file}"]
+    subprocess.run(make, check=True, capture_output=True, text=True)
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    assert re.fullmatch(r"[0-9a-f]{64}", values["SECRET_KEY"]) and re.fullmatch(r"[0-9a-f]{32}",
+                                                                               values["POSTGRES_PASSWORD"])
+    assert env_file.stat().st_mode & 0o777 == 0o600
+    # Run again (a code update, a new shell): the database volume's password and the sessions' key stay.
+    again = subprocess.run(make, check=True, capture_output=True, text=True)
+    assert "kept" in again.stdout and dict(
+        line.split("=", 1) for line in env_file.read_text().splitlines()) == values
+    assert subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT, check=False).returncode == 0
+    assert ".env" in (ROOT / ".dockerignore").read_text().split()
+    header = (ROOT / "docker-compose.yml").read_text().split("\n\n")[0]
+    assert "make compose-env" in header and "openssl rand" not in header
+
+
+def _pins(path) -> dict[str, str]:
+    """name -> version of every ``name==version`` line of a requirements or constraints file (names normalised)."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        match = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([^\s;#]+)", line.strip())
+        if match:
+            pins[re.sub(r"[-_.]+", "-", match[1]).lower()] = match[2]
+    return pins
+
+
+def test_every_installed_package_is_pinned_in_the_constraints_and_installed_with_them():
+    """Not only the requirements: their own dependencies too, so that a fresh setup gets what the suite ran."""
+    from importlib.metadata import distributions
+
+    constraints = _pins(ROOT / "constraints.txt")
+    installed = {re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower(): d.version for d in distributions()}
+    installed = {name: version for name, version in installed.items() if name not in {"setuptools", "wheel"}}
+    unpinned = {name: version for name, version in installed.items() if constraints.get(name) != version}
+    assert unpinned == {}, "installed but not pinned so in constraints.txt (run make lock)"
+    for requirements in ("requirements.txt", "requirements-dev.txt"):
+        for name, version in _pins(ROOT / requirements).items():
+            assert constraints.get(name) == version, (requirements, name, version)
+    makefile = (ROOT / "Makefile").read_text()
+    assert len(re.findall(r"pip install .*-r requirements(-dev)?\.txt -c constraints\.txt", makefile)) == 2
+    assert "pip install --quiet --upgrade pip -c constraints.txt" in makefile
+    assert re.search(r"pip install .*-r requirements\.txt -c constraints\.txt", DOCKERFILE)
+    assert re.search(r"COPY requirements\.txt constraints\.txt", DOCKERFILE)

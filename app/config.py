@@ -5,22 +5,41 @@ or pass a dict of overrides to ``create_app``.
 """
 from __future__ import annotations
 
+import importlib.util
+import logging
 import math
 import os
 import secrets
+import urllib.parse
 from pathlib import Path
 
 import limits
+import limits.storage
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_SECRET_NOTE = "development-only secret, generated at start-up"
 MIN_SECRET_KEY_LENGTH = 32  # production: e.g. `openssl rand -hex 32` (64 characters)
+ENVIRONMENTS = ("development", "production")
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off"}
 
 
-def _bool(value: str | None, default: bool) -> bool:
-    if value is None or value == "":
+def _bool(name: str, default: bool | None) -> bool | None:
+    """The environment's yes/no ``name`` (any case; empty: ``default``); anything else stops the start.
+
+    A typo must not turn a setting off: ``SESSION_COOKIE_SECURE=ture`` would give cookies without ``Secure``.
+    """
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
         return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ConfigError(f"{name} must be true or false (1/0, yes/no, on/off), got {raw!r}")
 
 
 def _float(name: str, default: float) -> float:
@@ -102,10 +121,10 @@ class Config:
         """Read every setting from the environment into a dict."""
         env = os.environ
         cfg = {
-            "ENV": env.get("MOODLENS_ENV", cls.ENV),
+            "ENV": env.get("MOODLENS_ENV") or cls.ENV,
             "SECRET_KEY": env.get("SECRET_KEY") or None,
             "MODEL_PATH": env.get("MODEL_PATH") or cls.MODEL_PATH,
-            "MODEL_TTA": _bool(env.get("MODEL_TTA"), cls.MODEL_TTA),
+            "MODEL_TTA": _bool("MODEL_TTA", cls.MODEL_TTA),
             "ASYNC_MODE": env.get("ASYNC_MODE", cls.ASYNC_MODE),
             "MAX_UPLOAD_BYTES": _int("MAX_UPLOAD_BYTES", cls.MAX_UPLOAD_BYTES),
             "MAX_IMAGE_PIXELS": _int("MAX_IMAGE_PIXELS", cls.MAX_IMAGE_PIXELS),
@@ -119,8 +138,8 @@ class Config:
             "SOCKETIO_MESSAGE_QUEUE": env.get("SOCKETIO_MESSAGE_QUEUE") or None,
             "DATABASE_URL": env.get("DATABASE_URL") or None,
             "INSTANCE_PATH": env.get("INSTANCE_PATH") or None,
-            "LOG_LEVEL": env.get("LOG_LEVEL", cls.LOG_LEVEL),
-            "DB_AUTO_UPGRADE": _bool(env.get("DB_AUTO_UPGRADE"), cls.DB_AUTO_UPGRADE),
+            "LOG_LEVEL": env.get("LOG_LEVEL") or cls.LOG_LEVEL,
+            "DB_AUTO_UPGRADE": _bool("DB_AUTO_UPGRADE", cls.DB_AUTO_UPGRADE),
             "CLASSROOM_RETENTION_DAYS": _int("CLASSROOM_RETENTION_DAYS", cls.CLASSROOM_RETENTION_DAYS),
             "CLASSROOM_WINDOW_SECONDS": _float("CLASSROOM_WINDOW_SECONDS", cls.CLASSROOM_WINDOW_SECONDS),
             "CLASSROOM_PUSH_SECONDS": _float("CLASSROOM_PUSH_SECONDS", cls.CLASSROOM_PUSH_SECONDS),
@@ -129,16 +148,16 @@ class Config:
             "CLASSROOM_STALE_SECONDS": _float("CLASSROOM_STALE_SECONDS", cls.CLASSROOM_STALE_SECONDS),
             "CLASSROOM_NEGATIVE_SHARE": _float("CLASSROOM_NEGATIVE_SHARE", cls.CLASSROOM_NEGATIVE_SHARE),
             "CLASSROOM_NEGATIVE_SECONDS": _float("CLASSROOM_NEGATIVE_SECONDS", cls.CLASSROOM_NEGATIVE_SECONDS),
-            "CLASSROOM_TICKER": _bool(env.get("CLASSROOM_TICKER"), cls.CLASSROOM_TICKER),
+            "CLASSROOM_TICKER": _bool("CLASSROOM_TICKER", cls.CLASSROOM_TICKER),
             "LOGIN_RATE_LIMIT": env.get("LOGIN_RATE_LIMIT") or cls.LOGIN_RATE_LIMIT,
             "JOIN_RATE_LIMIT": env.get("JOIN_RATE_LIMIT") or cls.JOIN_RATE_LIMIT,
-            "RATELIMIT_ENABLED": _bool(env.get("RATELIMIT_ENABLED"), cls.RATELIMIT_ENABLED),
+            "RATELIMIT_ENABLED": _bool("RATELIMIT_ENABLED", cls.RATELIMIT_ENABLED),
             "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI") or cls.RATELIMIT_STORAGE_URI,
-            "SESSION_COOKIE_SECURE": _bool(env.get("SESSION_COOKIE_SECURE"), cls.SESSION_COOKIE_SECURE),
+            "SESSION_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", cls.SESSION_COOKIE_SECURE),
             "ANALYZE_RATE_LIMIT": env.get("ANALYZE_RATE_LIMIT") or cls.ANALYZE_RATE_LIMIT,
             "STREAM_MAX_FPS": _float("STREAM_MAX_FPS", cls.STREAM_MAX_FPS),
             "TF_INTRA_OP_THREADS": _int("TF_INTRA_OP_THREADS", cls.TF_INTRA_OP_THREADS),
-            "RATELIMIT_SWALLOW_ERRORS": _bool(env.get("RATELIMIT_SWALLOW_ERRORS"), cls.RATELIMIT_SWALLOW_ERRORS),
+            "RATELIMIT_SWALLOW_ERRORS": _bool("RATELIMIT_SWALLOW_ERRORS", cls.RATELIMIT_SWALLOW_ERRORS),
             "TRUSTED_PROXIES": _int("TRUSTED_PROXIES", cls.TRUSTED_PROXIES),
         }
         return cfg
@@ -148,7 +167,12 @@ def finalize(cfg: dict) -> dict:
     """Validate a settings dict and fill in derived values; raises ConfigError."""
     if cfg["ASYNC_MODE"] not in {"threading", "eventlet"}:
         raise ConfigError(f"ASYNC_MODE must be 'threading' or 'eventlet', got {cfg['ASYNC_MODE']!r}")
-    production = cfg["ENV"] == "production"
+    env_name = str(cfg.get("ENV") or Config.ENV).strip().lower()
+    if env_name not in ENVIRONMENTS:  # "prod" must not quietly serve in development mode
+        raise ConfigError(f"MOODLENS_ENV must be 'development' or 'production', got {cfg['ENV']!r}")
+    cfg["ENV"] = env_name
+    production = env_name == "production"
+    cfg["LOG_LEVEL"] = logging.getLevelName(log_level(cfg.get("LOG_LEVEL") or Config.LOG_LEVEL))
     if not cfg.get("SECRET_KEY"):
         if production:
             raise ConfigError("SECRET_KEY must be set in production (MOODLENS_ENV=production); "
@@ -181,7 +205,9 @@ def finalize(cfg: dict) -> dict:
                           f"got {uploads!r}")
     origins = cfg.get("CORS_ALLOWED_ORIGINS")
     if isinstance(origins, str):
-        cfg["CORS_ALLOWED_ORIGINS"] = [o.strip() for o in origins.split(",") if o.strip()]
+        listed = [o.strip() for o in origins.split(",") if o.strip()]
+        # engineio's wildcard is the bare string '*'; its empty list would turn the origin check off.
+        cfg["CORS_ALLOWED_ORIGINS"] = "*" if listed == ["*"] else listed or None
     for key in ("MAX_UPLOAD_BYTES", "MAX_IMAGE_PIXELS", "MAX_FRAME_BYTES", "MAX_FRAME_PIXELS", "MAX_FACES"):
         if int(cfg[key]) <= 0:
             raise ConfigError(f"{key} must be positive")
@@ -200,6 +226,9 @@ def finalize(cfg: dict) -> dict:
     if cfg.get("INSTANCE_PATH") and not os.path.isabs(cfg["INSTANCE_PATH"]):
         raise ConfigError(f"INSTANCE_PATH must be an absolute path, got {cfg['INSTANCE_PATH']!r}")
     cfg["SQLALCHEMY_DATABASE_URI"] = database_uri(cfg.get("DATABASE_URL"))
+    if cfg["SQLALCHEMY_DATABASE_URI"]:
+        check_database_uri(cfg["SQLALCHEMY_DATABASE_URI"])
+    check_rate_limit_storage(str(cfg.get("RATELIMIT_STORAGE_URI") or Config.RATELIMIT_STORAGE_URI))
     cfg.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
     # Cookies: never readable by scripts, not sent on cross-site requests, HTTPS-only in production.
     if cfg.get("SESSION_COOKIE_SECURE") is None:
@@ -225,3 +254,42 @@ def database_uri(url: str | None) -> str | None:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix):]
     return url
+
+
+def check_database_uri(uri: str) -> None:
+    """ConfigError (naming DATABASE_URL, never its password) unless SQLAlchemy can parse ``uri`` and load its
+    dialect and driver; nothing is connected."""
+    try:
+        url = make_url(uri)
+    except (ArgumentError, ValueError):
+        raise ConfigError("DATABASE_URL is not a database URL such as postgresql://user:password@host/moodlens "
+                          "or sqlite:////absolute/path/moodlens.sqlite3") from None
+    try:
+        url.get_dialect().import_dbapi()
+    except NoSuchModuleError:
+        raise ConfigError(f"DATABASE_URL names an unknown kind of database {url.drivername!r} "
+                          "(use postgresql:// or sqlite://)") from None
+    except ImportError as exc:
+        raise ConfigError(f"DATABASE_URL needs a database driver that is not installed "
+                          f"({url.drivername}: {exc})") from None
+
+
+def check_rate_limit_storage(uri: str) -> None:
+    """ConfigError unless ``uri`` names a storage the rate limiter knows, with its client library installed;
+    nothing is connected."""
+    scheme = urllib.parse.urlsplit(uri).scheme
+    storage = limits.storage.SCHEMES.get(scheme)
+    if storage is None or scheme.startswith("async+"):  # async+: the asyncio storages, not Flask-Limiter's
+        raise ConfigError("RATELIMIT_STORAGE_URI must be memory:// or a storage such as redis://host:6379/1, got "
+                          + (f"the scheme {scheme + '://'!r}" if scheme else "no scheme"))
+    needs = sorted({name.split(".")[0] for name in storage.DEPENDENCIES})
+    if needs and not any(importlib.util.find_spec(name) for name in needs):
+        raise ConfigError(f"RATELIMIT_STORAGE_URI: {scheme}:// needs {' or '.join(needs)}, which is not installed")
+
+
+def log_level(name: str) -> int:
+    """The logging level called ``name`` (any case: DEBUG, INFO, WARNING, ERROR, CRITICAL); ConfigError otherwise."""
+    level = logging.getLevelNamesMapping().get(str(name).strip().upper())
+    if level is None:
+        raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {name!r}")
+    return level

@@ -6,10 +6,13 @@ import sys
 
 from flask.logging import default_handler
 
+from app.config import log_level
+
 
 def init_app(app) -> None:
-    """Send the app's and the recogniser's logs to stdout, in one format (not Flask's default: stderr)."""
-    level = getattr(logging, str(app.config.get("LOG_LEVEL", "INFO")).upper(), logging.INFO)
+    """Send the app's and the recogniser's logs to stdout, in one format (not Flask's default: stderr); warn when
+    the sessions are signed with a key made up at start-up."""
+    level = log_level(app.config.get("LOG_LEVEL") or "INFO")  # finalize() refused any other name
     root = logging.getLogger("moodlens")
     handler = next((h for h in root.handlers if getattr(h, "_moodlens", False)), None)
     if handler is None:
@@ -22,3 +25,7 @@ def init_app(app) -> None:
     if handler not in app.logger.handlers:
         app.logger.addHandler(handler)
     app.logger.setLevel(level)
+    if app.config.get("SECRET_KEY_NOTE"):
+        app.logger.warning("SECRET_KEY not set: using a %s; sessions do not survive a restart, and several "
+                           "processes do not accept each other's (set SECRET_KEY: openssl rand -hex 32)",
+                           app.config["SECRET_KEY_NOTE"])

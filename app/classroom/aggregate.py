@@ -211,10 +211,13 @@ def silent_for(st: StudentState, now: float) -> float:
 
 def tiles(students: Iterable[StudentState], tile_records: Iterable[Record], now: float,
           settings: Settings) -> list[dict]:
-    """Per-student tiles: status, current label (mean over ``tile_records``), last face seen."""
+    """Per-student tiles: status, current label (mean over ``tile_records``), last face seen.
+
+    The students connected now come first, then those who left or lost their connection, each by name.
+    """
     means = student_means(tile_records)
     out = []
-    for st in sorted(students, key=lambda x: (x.name.lower(), x.id)):
+    for st in sorted(students, key=lambda x: (not x.sids, x.name.lower(), x.id)):
         m = means.get(st.id)
         label = EMOTIONS[max(range(len(EMOTIONS)), key=m.__getitem__)] if m else None
         if not st.sids:

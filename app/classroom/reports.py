@@ -1,25 +1,43 @@
 """Summaries of a session for the dashboard, the API and the history pages.
 
-A running session is reported from its live aggregate (the last ~10 s); an
-ended one from storage (the whole session). Both have the same shape.
+A running session is reported from its live aggregate (the last ~10 s, and
+the timeline); an ended one, or a running one asked for by its id
+(``?session=<id>``: the session report), from storage (the whole session, so
+far for a running one). Both have the same shape.
 """
 from __future__ import annotations
 
+import logging
 import math
 
-from flask import current_app
+from flask import current_app, has_request_context, request
 
-from app.classroom.aggregate import (EMOTIONS, distribution, engagement, iso, negative_share, student_means, timeline,
-                                     zeros)
+from app.classroom.aggregate import (EMOTIONS, Record, distribution, engagement, iso, negative_share, student_means,
+                                     timeline, zeros)
 from app.classroom.models import Classroom, ClassSession
 from app.classroom.service import epoch
 from app.classroom.storage import session_records
 
 MAX_POINTS = 720
 
+log = logging.getLogger("moodlens.classroom")
+
 
 def _rounded(dist):
     return {e: round(v, 4) for e, v in (dist or zeros()).items()}
+
+
+def coarse_step(records: list[Record], step: int) -> int:
+    """The timeline step (a multiple of ``step``) that shows ``records`` (oldest first) in MAX_POINTS points at most."""
+    if not records:
+        return step
+    span = records[-1].second - records[0].second + 1
+    return max(step, int(math.ceil(span / MAX_POINTS / step)) * step)
+
+
+def _asked_for(session: ClassSession) -> bool:
+    """Whether the request names ``session`` itself (``?session=<id>``: a session's report, or a script)."""
+    return has_request_context() and request.args.get("session") == str(session.id)
 
 
 def summary(classroom: Classroom, session: ClassSession | None = None, full: bool = True) -> dict:
@@ -27,14 +45,20 @@ def summary(classroom: Classroom, session: ClassSession | None = None, full: boo
 
     Shape: ``{"session", "class", "students", "distribution", "engagement",
     "timeline", "alerts", ["per_student"]}``; ``per_student`` only when the
-    session may show individual students.
+    session may show individual students (an empty list for a class without
+    any session, unless it is aggregate-only). A running session is reported
+    live, unless the request names it (``?session=<id>``): then its whole
+    session so far, from storage.
     """
     session = session or classroom.latest_session()
     cls = {"code": classroom.code, "name": classroom.name, "aggregate_only": classroom.aggregate_only}
-    if session is None:
-        return {"session": None, "class": cls, "students": 0, "faces": 0, "distribution": zeros(), "engagement": None,
-                "negative": 0.0, "timeline": [], "alerts": []}
-    if session.running:
+    if session is None:  # never had one, or retention deleted them: a class with nobody in it yet
+        out = {"session": None, "class": cls, "students": 0, "faces": 0, "distribution": zeros(), "engagement": None,
+               "negative": 0.0, "timeline": [], "alerts": [], "joined": 0}
+        if not classroom.aggregate_only:
+            out["per_student"] = []
+        return out
+    if session.running and not _asked_for(session):
         service = current_app.extensions["classroom"]
         hidden = not session.shows_students()
         if hidden:  # switched on, maybe through another process: no tiles, no names
@@ -44,21 +68,47 @@ def summary(classroom: Classroom, session: ClassSession | None = None, full: boo
             out["class"] = cls
             if hidden:
                 out.pop("per_student", None)
+            if full:
+                _fill_older(service, session, out)
             return out
+    if session.running:  # the seconds finished so far are stored first (as for the CSV export)
+        current_app.extensions["classroom"].flush()
     return stored_summary(classroom, session)
 
 
+def _fill_older(service, session: ClassSession, out: dict) -> None:
+    """Put back the start of a running session's timeline that the live view no longer keeps.
+
+    The live aggregate keeps ``timeline_points`` buckets (2 h at 5 s); a dashboard
+    opened later would lose the start of the session. The older part is read
+    from storage and coarsened as a stored session's (MAX_POINTS points at most);
+    each of its points carries its ``step``. A database that fails or does not
+    answer in time leaves the timeline as it was (logged).
+    """
+    points = out["timeline"]
+    if len(points) < service.settings.timeline_points:
+        return  # nothing dropped yet
+    try:
+        older = service.stored_records(session.id, None, points[0]["second"])
+    except Exception as exc:  # the live figures go on without the older part
+        log.warning("classroom: the start of session %s's timeline is unavailable (%s)", session.id,
+                    str(exc).splitlines()[0][:200] if str(exc) else exc.__class__.__name__)
+        return
+    step = coarse_step(older, service.settings.timeline_step)
+    filled = timeline(older, step)
+    for p in filled:
+        p["step"] = step
+    out["timeline"] = filled + points
+
+
 def stored_summary(classroom: Classroom, session: ClassSession) -> dict:
-    """Whole-session figures of an ended session, from storage."""
+    """Whole-session figures of a session from storage (so far, for a running one)."""
     records = session_records(session.id)
     started, ended = epoch(session.started_at), epoch(session.ended_at)
-    step = int(current_app.config["CLASSROOM_TIMELINE_STEP"])
-    if records:
-        span = records[-1].second - records[0].second + 1
-        step = max(step, int(math.ceil(span / MAX_POINTS / step)) * step)
+    step = coarse_step(records, int(current_app.config["CLASSROOM_TIMELINE_STEP"]))
     dist = distribution(records)
     out = {
-        "session": {"id": session.id, "started": iso(started), "ended": iso(ended), "running": False},
+        "session": {"id": session.id, "started": iso(started), "ended": iso(ended), "running": session.running},
         "class": {"code": classroom.code, "name": classroom.name, "aggregate_only": classroom.aggregate_only},
         "students": 0,
         "faces": 0,

@@ -360,18 +360,34 @@ def join_code():
 @limiter.limit(_join_limit, methods=["POST"])
 @guess_limit
 def join(code: str):
-    """Display name, the notice of what is analysed and kept, consent; then the student page."""
+    """Display name, the notice of what is analysed and kept, consent; then the student page.
+
+    A browser that joined the running session already (its page was closed or crashed, the link opened again)
+    is offered its student page, and agreeing again under the same name brings back the same student, not a
+    second one with the same name; another name is another person on this browser: the previous student
+    counts as having left, as with *Leave this class* (which forgets the student: the next join is anew).
+    """
     classroom, running = joinable(code)
     if classroom.code != code:
         return redirect(url_for("classroom.join", code=classroom.code))
+    me = _cookie_student()
+    if me is not None and me.session_id != running.id:
+        me = None  # a student of an earlier session: this one is joined anew
     form = JoinForm()
+    if me is not None and not form.is_submitted():
+        form.display_name.data = me.display_name
     if form.validate_on_submit():
-        student = Student(session_id=running.id, display_name=form.display_name.data, consent_at=utcnow())
-        db.session.add(student)
-        db.session.commit()
+        if me is not None and me.display_name.casefold() == form.display_name.data.casefold():
+            student = me  # back on this browser: the same student and tile
+        else:
+            if me is not None:
+                current_app.extensions["classroom"].left(me.session_id, me.id)
+            student = Student(session_id=running.id, display_name=form.display_name.data, consent_at=utcnow())
+            db.session.add(student)
+            db.session.commit()
         session[STUDENT_KEY] = [student.id, student.token]
         return redirect(url_for("classroom.student", code=classroom.code, start=1))
-    return render_template("classroom/join.html", classroom=classroom, running=running, form=form), \
+    return render_template("classroom/join.html", classroom=classroom, running=running, form=form, me=me), \
         400 if form.errors else 200
 
 

@@ -383,13 +383,14 @@ class ClassroomService:
         """The merged summary: this process's ``part`` (its state at ``now``) and the others' latest parts."""
         own = {**part, "process": self.cluster.process_id, "negative_since": view.negative_since}
         return view.summary([own, *others.values()], now, full_timeline=full_timeline,
-                            history=lambda since, until: self._stored(agg.session_id, since, until),
+                            history=lambda since, until: self.stored_records(agg.session_id, since, until),
                             fallback=agg.timeline_points())
 
-    def _stored(self, session_id: int, since: int | None, until: int) -> list[Record]:
+    def stored_records(self, session_id: int, since: int | None, until: int) -> list[Record]:
         """Stored records of a session in [since, until) (every process stores its students' records);
         raises when the database fails or has not answered within ``HISTORY_WAIT_SECONDS`` (the merged
-        view then uses this process's own points: the push does not wait on a hung database)."""
+        view then uses this process's own points, a dashboard's first summary its live timeline only:
+        neither waits on a hung database)."""
         job = Background(self.async_mode, self._read_stored, session_id, since, until,
                          name="classroom history read", log_errors=False)
         if not job.wait(HISTORY_WAIT_SECONDS):

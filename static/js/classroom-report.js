@@ -1,6 +1,7 @@
-// A past session's report: one fetch of the session's figures, then charts and tiles.
+// A session's report: one fetch of the session's figures (the whole session; so far, for a running one), then
+// charts and tiles.
 import {
-  distributionChart, hasMood, pct, showDistribution, showLocalTimes, showTiles, showTimeline, timelineChart,
+  clock, distributionChart, hasMood, pct, showDistribution, showLocalTimes, showTiles, showTimeline, timelineChart,
 } from "./classroom-charts.js";
 
 const $ = (id) => document.getElementById(id);
@@ -31,6 +32,8 @@ async function load() {
   showTimeline(timelineChart($("timeline-chart")), s.timeline, s.step || Number(report.dataset.step) || 0,
     $("timeline-empty"));
   showTiles($("tiles"), $("aggregate-note"), s.per_student, $("tiles-empty"));
+  // A running session's figures are those stored when the page loaded: say when that was.
+  if (s.session && s.session.running && $("as-of")) $("as-of").textContent = `, as of ${clock(Date.now() / 1000)}`;
   report.dataset.state = "loaded";
 }
 

@@ -22,8 +22,10 @@ Teachers' dashboards use the ``/classroom`` namespace (connect refused unless
 logged in as a teacher, with a login that has not ended):
 
 - ``dashboard_join`` ``{"code"}`` -> ack ``{"ok": true, "summary"}`` (the full
-  summary) or ``{"error"}``; the socket then gets ``mood`` summaries every
-  ``CLASSROOM_PUSH_SECONDS`` and ``session_ended`` when the session ends.
+  summary) or ``{"error"}`` (with ``"gone": true`` for a class that does not
+  exist, ``"retry": true`` when the database failed); the socket then gets
+  ``mood`` summaries every ``CLASSROOM_PUSH_SECONDS`` and ``session_ended``
+  when the session ends.
 - ``dashboard_leave`` ``{"code"}`` -> ack ``{"ok": true}``: stop receiving them.
 - ``logged_out`` (server -> dashboard) ``{}``: the login the socket was opened
   with ended (log-out, or another log-in in the same browser); the server then
@@ -298,18 +300,28 @@ def dashboard_disconnect(*_args):
 @socketio.on("dashboard_join", namespace=NAMESPACE)
 def dashboard_join(data=None, *_extra):
     """``{"code"}`` (more arguments ignored) -> join its teacher room; ack ``{"ok", "summary"}`` or ``{"error"}``
-    (also when the socket's login has ended)."""
-    if not current_user.is_authenticated or dashboard_logins().ended(session.get(LOGIN_KEY)):
-        return {"error": LOGGED_OUT}
+    (also when the socket's login has ended), with ``"gone": true`` when no class has that code (a dashboard's
+    class that was deleted), with ``"retry": true`` when the database failed (logged; the room is not joined:
+    ask again later)."""
     code = normalise_code(data.get("code") if isinstance(data, dict) else None)
-    classroom = db.session.scalar(select(Classroom).where(Classroom.code == code)) if code else None
-    if classroom is None:
-        return {"error": "unknown class code"}
-    if classroom.teacher_id != current_user.id:
-        log.warning("teacher %s asked for the dashboard of class %s", current_user.id, code)
-        return {"error": "only the class's teacher can open its dashboard"}
-    join_room(room(classroom.code))
-    return {"ok": True, "summary": summary(classroom, full=True)}
+    try:
+        if not current_user.is_authenticated or dashboard_logins().ended(session.get(LOGIN_KEY)):
+            return {"error": LOGGED_OUT}
+        classroom = db.session.scalar(select(Classroom).where(Classroom.code == code)) if code else None
+        if classroom is None:
+            return {"error": "unknown class code", "gone": True}
+        if classroom.teacher_id != current_user.id:
+            log.warning("teacher %s asked for the dashboard of class %s", current_user.id, code)
+            return {"error": "only the class's teacher can open its dashboard"}
+        join_room(room(classroom.code))
+        return {"ok": True, "summary": summary(classroom, full=True)}
+    except SQLAlchemyError as exc:
+        db.session.rollback()
+        if code:
+            leave_room(room(code))  # joined to nothing until a join succeeds: no pushes without a snapshot
+        log.warning("dashboard of class %s: the database did not answer (%s); the page asks again",
+                    code, exc.__class__.__name__)
+        return {"error": "the database did not answer", "retry": True}
 
 
 @socketio.on("dashboard_leave", namespace=NAMESPACE)

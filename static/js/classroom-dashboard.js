@@ -171,12 +171,16 @@ function stopListening() {
   socket.disconnect();
 }
 
-// The session ended (found in the snapshot after a reconnection: render() drew it): say so and stop listening.
-function showEnded() {
-  board.dataset.state = "ended";
+function endedBanner(state) {
+  board.dataset.state = state;
   const banner = $("ended-banner");
   banner.hidden = false;
   banner.textContent = "The session has ended; the dashboard no longer updates. Reload to start a new one.";
+}
+
+// The session ended (found in the snapshot after a reconnection: render() drew it): say so and stop listening.
+function showEnded() {
+  endedBanner("ended");
   showSessionOver();
   $("kpi-faces").textContent = "–";
   stopListening();
@@ -185,10 +189,7 @@ function showEnded() {
 // The session was ended (pushed): blank the figures of the moment at once, then draw the whole session's, as a
 // reload shows them, with the server's end time (the push does not carry it; until then, this browser's clock).
 function endedHere() {
-  board.dataset.state = "ending";
-  const banner = $("ended-banner");
-  banner.hidden = false;
-  banner.textContent = "The session has ended; the dashboard no longer updates. Reload to start a new one.";
+  endedBanner("ending");
   markFresh();
   clearTimeout(retryTimer);
   showSessionOver();

@@ -237,6 +237,13 @@ def finalize(cfg: dict) -> dict:
     cfg.setdefault("REMEMBER_COOKIE_SECURE", cfg["SESSION_COOKIE_SECURE"])
     cfg.setdefault("REMEMBER_COOKIE_HTTPONLY", True)
     cfg.setdefault("REMEMBER_COOKIE_SAMESITE", cfg["SESSION_COOKIE_SAMESITE"])
+    # CSRF tokens do not expire on their own (Flask-WTF's default: after 1 hour). A token is valid only with
+    # the random value it was made from, kept in this browser's session cookie (signed, HttpOnly,
+    # SameSite=Lax; gone when the browser closes or the cookie is older than PERMANENT_SESSION_LIFETIME),
+    # which another site can neither read nor set: a time limit adds no protection, and it refused End
+    # session, Log out, the settings and a student's Leave on a page opened more than an hour before (a
+    # 90-minute lesson). A form still "expires" with its session: another browser, a new SECRET_KEY.
+    cfg.setdefault("WTF_CSRF_TIME_LIMIT", None)
     # Flask refuses bigger request bodies with 413 before a view runs.
     cfg["MAX_CONTENT_LENGTH"] = int(cfg["MAX_UPLOAD_BYTES"]) + 64 * 1024
     return cfg

@@ -50,7 +50,10 @@ def init_app(app) -> None:
             page = http_error_page(exc)
             if page is not None:
                 return page
-        return render_template("error.html", code=exc.code, title=exc.name, message=_plain(exc)), exc.code
+        headers = ()
+        if exc.code == 429 and (seconds := retry_after()) is not None:
+            headers = (("Retry-After", str(seconds)),)
+        return render_template("error.html", code=exc.code, title=exc.name, message=_plain(exc)), exc.code, headers
 
 
 def body_over_limit() -> bool:
@@ -77,6 +80,15 @@ def retry_after() -> int | None:
     except Exception:  # whatever the storage raises, the answer is still a 429
         return None
     return max(1, math.ceil(reset_at - time.time()))
+
+
+def wait_words(seconds: int | None) -> str:
+    """How long to wait, in words: "wait 42 seconds", "wait about 58 minutes"; "wait a moment" for None."""
+    if seconds is None:
+        return "wait a moment"
+    if seconds < 90:
+        return f"wait {seconds} second{'s' if seconds != 1 else ''}"
+    return f"wait about {round(seconds / 60)} minutes"
 
 
 def _plain(exc: HTTPException) -> str:

@@ -22,11 +22,22 @@ from app.classroom import bp
 from app.classroom.events import LOGIN_KEY, dashboard_logins, end_login
 from app.classroom.forms import ActionForm, LoginForm, RegisterForm, normalise_email, require_valid
 from app.classroom.models import Teacher
+from app.errors import retry_after, wait_words
 from app.extensions import db, limiter, login_manager
 
 _DUMMY_HASH: str | None = None
 FLASK_LOGIN_KEYS = ("_user_id", "_fresh", "_id", "_remember", "_remember_seconds")  # login_user()'s session keys
-TOO_MANY = "Too many attempts from here. Wait a minute, then try again."
+
+
+def too_many_from_here() -> str:
+    """The 429 message of the per-address limit (log-in, registration), with the wait it has left."""
+    return f"Too many attempts from this address: {wait_words(retry_after())}, then try again."
+
+
+def too_many_for_account() -> str:
+    """The 429 message of the per-account log-in limit (it counts attempts from every address)."""
+    return (f"Too many attempts to log in to this account, from here or elsewhere: {wait_words(retry_after())}, "
+            "then try again.")
 
 
 def _login_limit() -> str:
@@ -104,12 +115,28 @@ def unauthorized():
         if request.path.startswith("/api/"):
             return jsonify(error="log in as the class's teacher"), 401
         abort(401, description="Log in as the class's teacher to download this.")
-    flash("Log in to see your classes.", "info")
-    return redirect(url_for("classroom.login", next=request.full_path if request.query_string else request.path))
+    if request.method in ("GET", "HEAD"):
+        flash("Log in to see your classes.", "info")
+        return redirect(url_for("classroom.login", next=request.full_path if request.query_string else request.path))
+    # A button (a POST): after log-in the browser would GET its URL, a 405. Back to the page the button was
+    # on instead, when the URL names it (a class's dashboard), with nothing done meanwhile.
+    flash("You were logged out, so nothing was changed: log in, then try again.", "info")
+    return redirect(url_for("classroom.login", next=_page_of_action()))
+
+
+def _page_of_action() -> str | None:
+    """The page a logged-out POST's button was on: the class's dashboard for ``/classes/<code>/...``, the
+    class list for ``/classes``; None for anything else."""
+    code = (request.view_args or {}).get("code")
+    if request.blueprint != "classroom" or not request.path.startswith("/classes"):
+        return None
+    if isinstance(code, str):
+        return safe_next(url_for("classroom.dashboard", code=code))
+    return url_for("classroom.classes") if request.endpoint == "classroom.create_class" else None
 
 
 @bp.route("/register", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"], error_message=TOO_MANY)
+@limiter.limit(_login_limit, methods=["POST"], error_message=too_many_from_here)
 def register():
     """Create a teacher account and log it in."""
     form = RegisterForm()
@@ -135,8 +162,8 @@ def register():
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"], error_message=TOO_MANY)
-@limiter.limit(_login_limit, methods=["POST"], key_func=_email_key, error_message=TOO_MANY)
+@limiter.limit(_login_limit, methods=["POST"], error_message=too_many_from_here)
+@limiter.limit(_login_limit, methods=["POST"], key_func=_email_key, error_message=too_many_for_account)
 def login():
     """Log a teacher in; wrong email or password get the same answer."""
     global _DUMMY_HASH

@@ -7,12 +7,17 @@ import unicodedata
 from flask import abort, request
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, StringField
-from wtforms.validators import DataRequired, EqualTo, Length, ValidationError
+from wtforms.validators import DataRequired, EqualTo, InputRequired, Length, ValidationError
 
 from app.classroom.models import CODE_ALPHABET, CODE_LENGTH, normalise_code
 from app.security import form_expired
 
 EMAIL_MAX = 254  # the column's length, checked on the address as stored (lower-cased)
+# Passwords may hold any character, spaces only included: InputRequired (anything typed), not DataRequired
+# (which refuses a blank string as "This field is required.").
+PASSWORD_MAX = 200
+NO_PASSWORD = "Enter a password."
+LONG_PASSWORD = f"Use at most {PASSWORD_MAX} characters."
 
 PRINTABLE = "Use letters, digits and ordinary punctuation only."
 INVISIBLE = "Remove the invisible characters (such as zero-width spaces or text-direction marks)."
@@ -135,8 +140,9 @@ class RegisterForm(Form):
 
     name = StringField("Your name", filters=[_strip], validators=[DataRequired(), Length(max=80), _printable])
     email = _email_field()
-    password = PasswordField("Password", validators=[DataRequired(), Length(min=8, max=200,
-                                                     message="Use at least 8 characters.")])
+    password = PasswordField("Password", validators=[InputRequired(message=NO_PASSWORD),
+                                                     Length(min=8, message="Use at least 8 characters."),
+                                                     Length(max=PASSWORD_MAX, message=LONG_PASSWORD)])
     confirm = PasswordField("Repeat the password", validators=[EqualTo("password", message="The passwords differ.")])
 
 
@@ -144,7 +150,8 @@ class LoginForm(Form):
     """Teacher log-in."""
 
     email = _email_field()
-    password = PasswordField("Password", validators=[DataRequired(), Length(max=200)])
+    password = PasswordField("Password", validators=[InputRequired(message=NO_PASSWORD),
+                                                     Length(max=PASSWORD_MAX, message=LONG_PASSWORD)])
 
 
 class ClassForm(Form):

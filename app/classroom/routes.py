@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import hmac
+import itertools
 import re
+import threading
+from datetime import timedelta
 
 from flask import (
     Response,
@@ -15,6 +18,7 @@ from flask import (
     render_template,
     request,
     session,
+    stream_with_context,
     url_for,
 )
 from flask_login import current_user, login_required
@@ -35,10 +39,19 @@ from app.classroom.forms import (
 from app.classroom.models import Classroom, ClassSession, Student, new_code, normalise_code, utcnow
 from app.classroom.qr import qr_data_uri
 from app.classroom.reports import summary
-from app.classroom.storage import class_csv, delete_classroom, session_overview, session_records, student_csv
+from app.classroom.storage import (
+    BOM,
+    class_csv_lines,
+    delete_classroom,
+    iter_session_records,
+    session_overview,
+    student_csv_lines,
+)
 from app.extensions import db, limiter, login_manager
 
 STUDENT_KEY = "classroom_student"  # Flask-session key: [id, token] of the Student row this browser joined as
+RESUBMIT_SECONDS = 10  # a "New class" of the same name by the same teacher within this is the same class
+_create_lock = threading.Lock()  # one "New class" check-and-insert at a time in this process
 
 
 # -- access -----------------------------------------------------------------------------------
@@ -62,7 +75,9 @@ def class_session(classroom: Classroom, session_id: int | None) -> ClassSession 
     # Ids outside the column's range cannot exist (and some databases raise on them).
     sess = db.session.get(ClassSession, session_id) if 0 < session_id < 2**31 else None
     if sess is None or sess.classroom_id != classroom.id:
-        abort(404, description="This class has no such session.")
+        days = int(current_app.config["CLASSROOM_RETENTION_DAYS"])
+        kept = f" Sessions are deleted {days} days after they end." if days > 0 else ""
+        abort(404, description=f"This class has no such session.{kept}")
     return sess
 
 
@@ -159,16 +174,23 @@ def create_class():
     form = ClassForm()
     if not form.validate_on_submit():
         return render_template("classroom/classes.html", form=form, classes=current_user.classes), 400
-    code = new_code()
-    while db.session.scalar(select(Classroom.id).where(Classroom.code == code)) is not None:
+    with _create_lock:
+        # The form sent twice (a double click, a resent request): the class created the first time.
+        same = db.session.scalar(select(Classroom).where(
+            Classroom.teacher_id == current_user.id, Classroom.name == form.name.data,
+            Classroom.created_at >= utcnow() - timedelta(seconds=RESUBMIT_SECONDS)).order_by(Classroom.id.desc()))
+        if same is not None:
+            return redirect(url_for("classroom.dashboard", code=same.code))
         code = new_code()
-    classroom = Classroom(teacher_id=current_user.id, name=form.name.data, code=code,
-                          aggregate_only=bool(form.aggregate_only.data))
-    db.session.add(classroom)
-    db.session.flush()
-    first = ClassSession(classroom_id=classroom.id, aggregate_only=classroom.aggregate_only)
-    db.session.add(first)
-    db.session.commit()
+        while db.session.scalar(select(Classroom.id).where(Classroom.code == code)) is not None:
+            code = new_code()
+        classroom = Classroom(teacher_id=current_user.id, name=form.name.data, code=code,
+                              aggregate_only=bool(form.aggregate_only.data))
+        db.session.add(classroom)
+        db.session.flush()
+        first = ClassSession(classroom_id=classroom.id, aggregate_only=classroom.aggregate_only)
+        db.session.add(first)
+        db.session.commit()
     current_app.extensions["classroom"].started(first.id)
     flash(f"Class “{classroom.name}” created. Students join with the code {code}.", "ok")
     return redirect(url_for("classroom.dashboard", code=code))
@@ -287,7 +309,9 @@ def session_report(code: str, session_id: int):
 def export_csv(code: str):
     """The session's per-second time series as CSV (``?session=<id>``; ``?by=student`` per student).
 
-    Per-student rows are refused (403) for aggregate-only classes and sessions.
+    Per-student rows are refused (403) for aggregate-only classes and sessions, and are 404 for a class with no
+    session left. Streamed, read from the database a page at a time; the per-student CSV starts with a UTF-8
+    BOM, so that spreadsheets read its names in any script.
     """
     classroom = own_class(code)
     sess = class_session(classroom, session_arg())
@@ -295,20 +319,36 @@ def export_csv(code: str):
     if by not in (None, "student"):
         abort(400, description=f"by must be 'student' (one row per student and second) or left out, got {by[:40]!r}")
     by_student = by == "student"
-    if by_student and (sess is None or not sess.shows_students()):
+    if by_student and sess is None:
+        abort(404, description="No session (expired or none yet).")
+    if by_student and not sess.shows_students():
         abort(403, description="This class is aggregate-only: per-student data is not available.")
     if sess is not None and sess.running:
         current_app.extensions["classroom"].flush()  # include the seconds just finished
-    records = session_records(sess.id) if sess is not None else []
+    records = iter_session_records(sess.id) if sess is not None else iter(())
     if by_student:
         names = {s.id: s.display_name for s in sess.students}
-        body = student_csv(records, names)
+        lines = itertools.chain([BOM], student_csv_lines(records, names))
     else:
-        body = class_csv(records)
+        lines = class_csv_lines(records)
     suffix = f"session-{sess.id}" if sess is not None else "no-session"
     filename = f"moodlens-{classroom.code}-{suffix}{'-students' if by_student else ''}.csv"
-    return Response(body, mimetype="text/csv",
+    return Response(stream_with_context(_batched(lines)), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"})
+
+
+def _batched(lines, size: int = 64 * 1024):
+    """Lines joined into pieces of about ``size`` characters (one write per piece, not per line)."""
+    buf: list[str] = []
+    n = 0
+    for line in lines:
+        buf.append(line)
+        n += len(line)
+        if n >= size:
+            yield "".join(buf)
+            buf, n = [], 0
+    if buf:
+        yield "".join(buf)
 
 
 @bp.get("/api/v1/classes/<code>/mood")

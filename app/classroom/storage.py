@@ -12,10 +12,11 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 
-from sqlalchemy import delete, event, func, insert, select
+from flask import current_app
+from sqlalchemy import and_, delete, event, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from app.classroom.aggregate import EMOTIONS, Record, distribution, engagement, iso
@@ -199,37 +200,84 @@ def session_overview(classroom: Classroom) -> list[dict]:
 
 CLASS_HEADER = ["time", "students", "frames", "face_frames", *EMOTIONS, "engagement"]
 STUDENT_HEADER = ["time", "student", "frames", "face_frames", *EMOTIONS]
+BOM = "\ufeff"  # lets spreadsheets (Excel) read the per-student CSV's names as UTF-8
+EXPORT_ROWS = 5000  # rows read from the database per query while a CSV streams
+
+
+def iter_session_records(session_id: int, rows: int | None = None) -> Iterator[Record]:
+    """Every stored record of a session, oldest first, read ``rows`` (``EXPORT_ROWS``) at a time, by (second,
+    student).
+
+    Each page is one short query and the transaction is ended after it, so a slow download holds no
+    connection between pages.
+    """
+    columns = (MoodSample.student_id, MoodSample.second, MoodSample.face_frames, MoodSample.frames,
+               *[getattr(MoodSample, e) for e in EMOTIONS])
+    rows = rows or EXPORT_ROWS
+    after: tuple[int, int] | None = None
+    while True:
+        query = select(*columns).where(MoodSample.session_id == session_id)
+        if after is not None:
+            query = query.where(or_(MoodSample.second > after[0],
+                                    and_(MoodSample.second == after[0], MoodSample.student_id > after[1])))
+        page = db.session.execute(query.order_by(MoodSample.second, MoodSample.student_id).limit(rows)).all()
+        db.session.rollback()  # read-only: end the transaction, give the connection back between pages
+        for r in page:
+            yield Record.from_means(r[0], r[1], r[4:], r[2], r[3])
+        if len(page) < rows:
+            return
+        after = (page[-1][1], page[-1][0])
+
+
+def _csv_line(row: list) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(row)
+    return out.getvalue()
+
+
+def class_csv_lines(records: Iterable[Record]) -> Iterator[str]:
+    """The class CSV line by line (``records`` ordered by second): header, then one row per second."""
+    yield _csv_line(CLASS_HEADER)
+    second: int | None = None
+    group: list[Record] = []
+    for r in _with_end(records):
+        if r is not None and r.second == second:
+            group.append(r)
+            continue
+        if group:
+            dist = distribution(group) or dict.fromkeys(EMOTIONS, 0.0)
+            eng = engagement(group)
+            yield _csv_line([iso(second), len({g.student for g in group}), sum(g.frames for g in group),
+                             sum(g.face_frames for g in group), *(f"{dist[e]:.4f}" for e in EMOTIONS),
+                             "" if eng is None else f"{eng:.4f}"])
+        if r is None:
+            return
+        second, group = r.second, [r]
+
+
+def _with_end(records: Iterable[Record]) -> Iterator[Record | None]:
+    yield from records
+    yield None
 
 
 def class_csv(records: list[Record]) -> str:
     """Per-second class rows: students, frames, the class distribution and engagement."""
-    by_second: dict[int, list[Record]] = {}
-    for r in records:
-        by_second.setdefault(r.second, []).append(r)
-    out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(CLASS_HEADER)
-    for second in sorted(by_second):
-        rs = by_second[second]
-        dist = distribution(rs) or dict.fromkeys(EMOTIONS, 0.0)
-        eng = engagement(rs)
-        w.writerow([iso(second), len({r.student for r in rs}), sum(r.frames for r in rs),
-                    sum(r.face_frames for r in rs), *(f"{dist[e]:.4f}" for e in EMOTIONS),
-                    "" if eng is None else f"{eng:.4f}"])
-    return out.getvalue()
+    return "".join(class_csv_lines(sorted(records, key=lambda r: r.second)))
 
 
-def student_csv(records: list[Record], names: dict[int, str]) -> str:
-    """Per-second, per-student rows (never offered for aggregate-only sessions)."""
-    out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(STUDENT_HEADER)
+def student_csv_lines(records: Iterable[Record], names: dict[int, str]) -> Iterator[str]:
+    """The per-student CSV line by line: header, then one row per record (never for aggregate-only sessions)."""
+    yield _csv_line(STUDENT_HEADER)
     for r in records:
         name = names.get(r.student, f"student {r.student}")
         if name[:1] in ("=", "+", "-", "@"):  # keep spreadsheets from running a name as a formula
             name = "'" + name
-        w.writerow([iso(r.second), name, r.frames, r.face_frames, *(f"{m:.4f}" for m in r.means())])
-    return out.getvalue()
+        yield _csv_line([iso(r.second), name, r.frames, r.face_frames, *(f"{m:.4f}" for m in r.means())])
+
+
+def student_csv(records: list[Record], names: dict[int, str]) -> str:
+    """Per-second, per-student rows (never offered for aggregate-only sessions)."""
+    return "".join(student_csv_lines(records, names))
 
 
 # -- deleting -------------------------------------------------------------------------------
@@ -253,13 +301,17 @@ def delete_classroom(classroom: Classroom) -> list[int]:
 def purge_expired(days: int, now: float | None = None) -> dict:
     """Retention: delete samples older than ``days`` days and sessions that ended before then.
 
-    ``days`` = 0 keeps everything. Returns the counts deleted.
+    A session still running that started before then (its teacher forgot to end it) is ended now, through the
+    app's classroom service when it has one (live state, students and queued samples as for the teacher's *End*),
+    so that it expires ``days`` days from now like any other. ``days`` = 0 keeps everything. Returns the counts
+    deleted.
     """
     if days <= 0:
         return {"sessions": 0, "samples": 0}
     now = time.time() if now is None else now
     cutoff = int(now - days * 86400)
     cutoff_dt = datetime.fromtimestamp(cutoff, timezone.utc).replace(tzinfo=None)
+    _end_forgotten(cutoff_dt, datetime.fromtimestamp(now, timezone.utc).replace(tzinfo=None))
     old = list(db.session.scalars(select(ClassSession.id).where(ClassSession.ended_at < cutoff_dt)))
     n_samples = db.session.execute(delete(MoodSample).where(MoodSample.second < cutoff)).rowcount or 0
     if old:
@@ -268,3 +320,19 @@ def purge_expired(days: int, now: float | None = None) -> dict:
     if old or n_samples:
         log.info("retention (%d days): deleted %d sessions and %d samples", days, len(old), n_samples)
     return {"sessions": len(old), "samples": n_samples}
+
+
+def _end_forgotten(started_before: datetime, ended_at: datetime) -> None:
+    """End the sessions still running that started before ``started_before`` (stored first, then live)."""
+    stale = db.session.execute(select(ClassSession.id, Classroom.code).join(Classroom).where(
+        ClassSession.ended_at.is_(None), ClassSession.started_at < started_before)).all()
+    if not stale:
+        return
+    ids = [sid for sid, _ in stale]
+    db.session.execute(update(ClassSession).where(ClassSession.id.in_(ids)).values(ended_at=ended_at))
+    db.session.commit()  # before the live end below, whose flush writes on a connection of its own
+    log.info("retention: ended %d sessions left running since before %s", len(ids), started_before)
+    service = current_app.extensions.get("classroom")
+    if service is not None:  # None at start-up: no live state in this process yet
+        for session_id, code in stale:
+            service.end(session_id, code)

@@ -40,7 +40,7 @@ def init_app(app) -> None:
                 seconds = retry_after()
                 wait = "wait" if seconds is None else f"wait {seconds} seconds"
                 message = f"too many requests from this client (limit: {exc.description}): {wait}, then try again"
-                headers = () if seconds is None else (("Retry-After", str(seconds)),)
+                headers = retry_after_headers(seconds)
             return jsonify(error=message), exc.code, headers
         if request.endpoint == UPLOAD_SUBMIT:
             # A photo over the size limit (refused before the view reads it) or one too many: the upload
@@ -50,9 +50,7 @@ def init_app(app) -> None:
             page = http_error_page(exc)
             if page is not None:
                 return page
-        headers = ()
-        if exc.code == 429 and (seconds := retry_after()) is not None:
-            headers = (("Retry-After", str(seconds)),)
+        headers = retry_after_headers(retry_after()) if exc.code == 429 else ()
         return render_template("error.html", code=exc.code, title=exc.name, message=_plain(exc)), exc.code, headers
 
 
@@ -80,6 +78,11 @@ def retry_after() -> int | None:
     except Exception:  # whatever the storage raises, the answer is still a 429
         return None
     return max(1, math.ceil(reset_at - time.time()))
+
+
+def retry_after_headers(seconds: int | None) -> tuple:
+    """The ``Retry-After`` header of a 429 whose wait is ``seconds`` (none when the limiter could not say)."""
+    return () if seconds is None else (("Retry-After", str(seconds)),)
 
 
 def wait_words(seconds: int | None) -> str:

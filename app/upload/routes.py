@@ -9,7 +9,7 @@ from flask_wtf import FlaskForm
 from werkzeug.exceptions import HTTPException
 
 from app.concurrency import run_cpu
-from app.errors import body_over_limit, retry_after, wait_words
+from app.errors import body_over_limit, retry_after, retry_after_headers, wait_words
 from app.extensions import limiter
 from app.security import form_expired
 from app.upload import bp
@@ -162,7 +162,7 @@ def http_error_page(exc: HTTPException):
     if exc.code == 429:
         seconds = retry_after()  # None: the limits' storage (Redis) is away, and the page says "a moment"
         wait = wait_words(seconds)
-        headers = () if seconds is None else (("Retry-After", str(seconds)),)
+        headers = retry_after_headers(seconds)
         return refused(f"Too many photos in a short time: {wait} and try again.", 429, headers)
     return None
 

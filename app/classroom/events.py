@@ -59,7 +59,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.classroom.cluster import RedisOutage
-from app.classroom.models import CODE_ALPHABET, CODE_LENGTH, Classroom, EndedLogin, normalise_code, utcnow
+from app.classroom.models import Classroom, EndedLogin, code_shaped, normalise_code, utcnow
 from app.classroom.reports import summary
 from app.classroom.routes import current_student
 from app.classroom.service import NAMESPACE, room
@@ -309,8 +309,7 @@ def dashboard_join(data=None, *_extra):
             return {"error": LOGGED_OUT}
         classroom = db.session.scalar(select(Classroom).where(Classroom.code == code)) if code else None
         if classroom is None:  # "gone": shaped like a class code, of no class (any more); not for malformed ones
-            shaped = len(code) == CODE_LENGTH and all(ch in CODE_ALPHABET for ch in code)
-            return {"error": "unknown class code", "gone": True} if shaped else {"error": "unknown class code"}
+            return {"error": "unknown class code", **({"gone": True} if code_shaped(code) else {})}
         if classroom.teacher_id != current_user.id:
             log.warning("teacher %s asked for the dashboard of class %s", current_user.id, code)
             return {"error": "only the class's teacher can open its dashboard"}

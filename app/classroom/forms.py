@@ -9,7 +9,7 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, InputRequired, Length, ValidationError
 
-from app.classroom.models import CODE_ALPHABET, CODE_LENGTH, normalise_code
+from app.classroom.models import CODE_LENGTH, code_shaped, normalise_code
 from app.security import form_expired
 
 EMAIL_MAX = 254  # the column's length, checked on the address as stored (lower-cased)
@@ -169,7 +169,7 @@ class SettingsForm(Form):
 
 def _join_code(_form, field) -> None:
     code = normalise_code(field.data)
-    if len(code) != CODE_LENGTH or any(ch not in CODE_ALPHABET for ch in code):
+    if not code_shaped(code):
         raise ValidationError(f"A class code has {CODE_LENGTH} characters, letters and digits (never 0, O, 1, I "
                               "or L). Check the code with your teacher.")
 

@@ -42,6 +42,11 @@ def normalise_code(raw) -> str:
     return "".join(ch for ch in raw.upper() if ch.isalnum())[:16]
 
 
+def code_shaped(code: str) -> bool:
+    """Whether a normalised code could be a class code: CODE_LENGTH characters of CODE_ALPHABET."""
+    return len(code) == CODE_LENGTH and all(ch in CODE_ALPHABET for ch in code)
+
+
 class Teacher(UserMixin, db.Model):
     """A teacher account (password stored as a salted hash only)."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import logging
 import threading
 import time
@@ -162,17 +163,26 @@ class BatchWriter:
 
 # -- reading ----------------------------------------------------------------------------------
 
+def _records_query(session_id: int):
+    """The select of a session's stored records, oldest first (by second, then student); rows for ``_record``."""
+    return (select(MoodSample.student_id, MoodSample.second, MoodSample.face_frames, MoodSample.frames,
+                   *[getattr(MoodSample, e) for e in EMOTIONS])
+            .where(MoodSample.session_id == session_id)
+            .order_by(MoodSample.second, MoodSample.student_id))
+
+
+def _record(row) -> Record:
+    return Record.from_means(row[0], row[1], row[4:], row[2], row[3])
+
+
 def session_records(session_id: int, since: int | None = None, until: int | None = None) -> list[Record]:
     """Every stored record of a session (``since`` <= second < ``until`` when given), oldest first."""
-    query = (select(MoodSample.student_id, MoodSample.second, MoodSample.face_frames, MoodSample.frames,
-                    *[getattr(MoodSample, e) for e in EMOTIONS])
-             .where(MoodSample.session_id == session_id))
+    query = _records_query(session_id)
     if since is not None:
         query = query.where(MoodSample.second >= since)
     if until is not None:
         query = query.where(MoodSample.second < until)
-    rows = db.session.execute(query.order_by(MoodSample.second, MoodSample.student_id))
-    return [Record.from_means(r[0], r[1], r[4:], r[2], r[3]) for r in rows]
+    return [_record(r) for r in db.session.execute(query)]
 
 
 def session_overview(classroom: Classroom) -> list[dict]:
@@ -211,19 +221,17 @@ def iter_session_records(session_id: int, rows: int | None = None) -> Iterator[R
     Each page is one short query and the transaction is ended after it, so a slow download holds no
     connection between pages.
     """
-    columns = (MoodSample.student_id, MoodSample.second, MoodSample.face_frames, MoodSample.frames,
-               *[getattr(MoodSample, e) for e in EMOTIONS])
     rows = rows or EXPORT_ROWS
     after: tuple[int, int] | None = None
     while True:
-        query = select(*columns).where(MoodSample.session_id == session_id)
+        query = _records_query(session_id)
         if after is not None:
             query = query.where(or_(MoodSample.second > after[0],
                                     and_(MoodSample.second == after[0], MoodSample.student_id > after[1])))
-        page = db.session.execute(query.order_by(MoodSample.second, MoodSample.student_id).limit(rows)).all()
+        page = db.session.execute(query.limit(rows)).all()
         db.session.rollback()  # read-only: end the transaction, give the connection back between pages
         for r in page:
-            yield Record.from_means(r[0], r[1], r[4:], r[2], r[3])
+            yield _record(r)
         if len(page) < rows:
             return
         after = (page[-1][1], page[-1][0])
@@ -238,26 +246,13 @@ def _csv_line(row: list) -> str:
 def class_csv_lines(records: Iterable[Record]) -> Iterator[str]:
     """The class CSV line by line (``records`` ordered by second): header, then one row per second."""
     yield _csv_line(CLASS_HEADER)
-    second: int | None = None
-    group: list[Record] = []
-    for r in _with_end(records):
-        if r is not None and r.second == second:
-            group.append(r)
-            continue
-        if group:
-            dist = distribution(group) or dict.fromkeys(EMOTIONS, 0.0)
-            eng = engagement(group)
-            yield _csv_line([iso(second), len({g.student for g in group}), sum(g.frames for g in group),
-                             sum(g.face_frames for g in group), *(f"{dist[e]:.4f}" for e in EMOTIONS),
-                             "" if eng is None else f"{eng:.4f}"])
-        if r is None:
-            return
-        second, group = r.second, [r]
-
-
-def _with_end(records: Iterable[Record]) -> Iterator[Record | None]:
-    yield from records
-    yield None
+    for second, grouped in itertools.groupby(records, key=lambda r: r.second):
+        group = list(grouped)
+        dist = distribution(group) or dict.fromkeys(EMOTIONS, 0.0)
+        eng = engagement(group)
+        yield _csv_line([iso(second), len({g.student for g in group}), sum(g.frames for g in group),
+                         sum(g.face_frames for g in group), *(f"{dist[e]:.4f}" for e in EMOTIONS),
+                         "" if eng is None else f"{eng:.4f}"])
 
 
 def class_csv(records: list[Record]) -> str:

@@ -154,12 +154,14 @@ function showSessionOver() {
   $("timeline-empty").textContent = "Nothing was recorded in this session.";
 }
 
-// The session is over: nothing is "now" any more. The figures of the moment go, the tiles keep the names but
-// not their live status, the alerts (about the moment) go; the timeline stays.
-function blankNow() {
+// The session is over: nothing is "now" any more. The figures of the moment go (``why`` says so where the
+// distribution was), the tiles keep the names but not their live status (no tiles at all without ``names``),
+// the alerts (about the moment) go; the timeline stays.
+function blankNow(why = "The session has ended.", names = true) {
   for (const id of ["kpi-students", "kpi-faces", "kpi-engagement", "kpi-negative"]) $(id).textContent = "–";
-  $("dist-empty").textContent = "The session has ended.";
+  $("dist-empty").textContent = why;
   showDistribution(distChart, $("dist-list"), null, $("dist-empty"));
+  if (!names) tiles = [];
   showTiles($("tiles"), $("aggregate-note"), tiles && tiles.map((s) => ({ id: s.id, name: s.name })), $("tiles-empty"));
   for (const seen of document.querySelectorAll("#tiles .tile .muted")) seen.textContent = "session ended";
   showAlerts([]);
@@ -224,17 +226,12 @@ function showDeleted() {
   const state = $("session-state");
   state.textContent = "class deleted";
   state.dataset.kind = "idle";
-  for (const id of ["kpi-students", "kpi-faces", "kpi-engagement", "kpi-negative"]) $(id).textContent = "–";
+  blankNow("The class was deleted.", false);
   showWhen("Session ended", null);
-  $("dist-empty").textContent = "The class was deleted.";
-  showDistribution(distChart, $("dist-list"), null, $("dist-empty"));
   points.clear();
   $("timeline-empty").textContent = "The class was deleted.";
   showTimeline(timeChart, [], step, $("timeline-empty"));
-  tiles = [];
-  showTiles($("tiles"), $("aggregate-note"), [], $("tiles-empty"));
   $("tiles-empty").textContent = "The class was deleted.";
-  showAlerts([]);
   stopListening();
 }
 

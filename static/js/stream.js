@@ -95,7 +95,7 @@ export class LiveStream {
     this.running = false;
     this.statusKind = null;
     this.seq = 0;
-    this.inFlight = null;       // {seq, sentAt}
+    this.inFlight = null;       // {seq} of the frame being encoded or awaiting its answer (its time: this.sent)
     this.sent = new Map();      // seq -> sentAt of the last SENT_KEPT frames sent, for the round trip of late answers
     this.tracks = new Map();    // id -> {box (drawn), target, size (of the answer's frame), label, scores, seenAt}
     this.frameSize = { w: CAPTURE_WIDTH, h: 480 };
@@ -284,8 +284,8 @@ export class LiveStream {
     const c = this.capture.getContext("2d");
     c.drawImage(video, 0, 0, this.capture.width, this.capture.height);
     const seq = ++this.seq;
-    const sentAt = performance.now();
-    this.inFlight = { seq, sentAt };
+    const sentAt = performance.now();  // the round trip counts from the capture
+    this.inFlight = { seq };
     this.capture.toBlob(async (blob) => {
       if (!blob) {  // no JPEG this time: try again shortly rather than stop streaming
         this.inFlight = null;

@@ -124,6 +124,9 @@ def test_a_running_sessions_report_shows_the_whole_session_so_far(capp, teacher,
     assert body["timeline"][0]["second"] <= now - 95 and body["timeline"][-1]["second"] >= now - 10
     assert body["per_student"] == [{"id": sam, "name": "Sam", "frames": 33, "label": "happy",
                                     "distribution": body["per_student"][0]["distribution"]}]
+    # However the id is written (a leading zero), naming the session asks for all of it.
+    padded = teacher.client.get(f"/api/v1/classes/{teacher.code}/mood?session=0{session_id}").json
+    assert padded["distribution"] == body["distribution"]
     # The dashboard's figures (no ?session) stay live: the last 10 s.
     live = teacher.client.get(f"/api/v1/classes/{teacher.code}/mood").json
     assert live["distribution"]["neutral"] == pytest.approx(1.0) and live["students"] == 1

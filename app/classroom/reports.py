@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 
-from flask import current_app, has_request_context, request
+from flask import current_app
 
 from app.classroom.aggregate import (EMOTIONS, Record, distribution, engagement, iso, negative_share, student_means,
                                      timeline, zeros)
@@ -35,20 +35,16 @@ def coarse_step(records: list[Record], step: int) -> int:
     return max(step, int(math.ceil(span / MAX_POINTS / step)) * step)
 
 
-def _asked_for(session: ClassSession) -> bool:
-    """Whether the request names ``session`` itself (``?session=<id>``: a session's report, or a script)."""
-    return has_request_context() and request.args.get("session") == str(session.id)
-
-
-def summary(classroom: Classroom, session: ClassSession | None = None, full: bool = True) -> dict:
+def summary(classroom: Classroom, session: ClassSession | None = None, full: bool = True,
+            so_far: bool = False) -> dict:
     """The class's mood for ``session`` (default: the running, else the latest session).
 
     Shape: ``{"session", "class", "students", "distribution", "engagement",
     "timeline", "alerts", ["per_student"]}``; ``per_student`` only when the
     session may show individual students (an empty list for a class without
     any session, unless it is aggregate-only). A running session is reported
-    live, unless the request names it (``?session=<id>``): then its whole
-    session so far, from storage.
+    live, unless ``so_far`` (a read that named the session, ``?session=<id>``):
+    then its whole session so far, from storage.
     """
     session = session or classroom.latest_session()
     cls = {"code": classroom.code, "name": classroom.name, "aggregate_only": classroom.aggregate_only}
@@ -58,7 +54,7 @@ def summary(classroom: Classroom, session: ClassSession | None = None, full: boo
         if not classroom.aggregate_only:
             out["per_student"] = []
         return out
-    if session.running and not _asked_for(session):
+    if session.running and not so_far:
         service = current_app.extensions["classroom"]
         hidden = not session.shows_students()
         if hidden:  # switched on, maybe through another process: no tiles, no names

@@ -355,8 +355,9 @@ def _batched(lines, size: int = 64 * 1024):
 def api_mood(code: str):
     """``{"students", "distribution", "engagement", "timeline", ...}`` for the class's teacher (401/403 others)."""
     classroom = own_class(code)
-    sess = class_session(classroom, session_arg())
-    resp = jsonify(summary(classroom, sess, full=True))
+    named = session_arg()
+    sess = class_session(classroom, named)
+    resp = jsonify(summary(classroom, sess, full=True, so_far=named is not None))
     resp.headers["Cache-Control"] = "no-store"
     return resp
 

@@ -289,3 +289,44 @@ def test_live_page_draws_each_answer_in_the_frame_it_analysed(server, browser_fa
     }""" % BOX_SIDES, happy)
     assert abs(left - 0.25) < 0.04 and abs(right - 0.75) < 0.04, (left, right)
     assert problems == []
+
+
+# requestAnimationFrame as a hidden tab has it: window.freezeFrames() holds every frame back (the browser draws
+# nothing), window.thawFrames() runs the held ones, as a tab shown again does.
+FREEZABLE_FRAMES = """
+window.heldFrames = null;
+const nativeFrame = window.requestAnimationFrame.bind(window);
+window.requestAnimationFrame = (cb) => (window.heldFrames ? (window.heldFrames.push(cb), 0) : nativeFrame(cb));
+window.freezeFrames = () => { window.heldFrames = []; };
+window.thawFrames = () => {
+  const held = window.heldFrames;
+  window.heldFrames = null;
+  for (const cb of held) cb(performance.now());
+};
+"""
+# Every answer carries one face, a quarter of the frame wide, its left side at window.faceAt of the frame's width.
+FACE_AT = """() => {
+  window.faceAt = 0.25;
+  window.relay.edit = (msg) => ({ ...msg, faces: [{ id: 1, box: [msg.width * window.faceAt, msg.height / 4,
+    msg.width / 4, msg.height / 2], label: "happy", scores: { happy: 0 } }] });
+}"""
+
+
+def test_boxes_jump_to_their_place_after_frames_the_browser_did_not_draw(server, browser_factory):
+    page, problems = open_live(server, browser_factory, RELAY, FREEZABLE_FRAMES, TURNING_CAMERA)
+    happy = page.evaluate("async () => (await import('/static/js/stream.js')).COLOURS.happy")
+    page.evaluate(FACE_AT)
+    page.click("#toggle")
+    expect(page.locator("#overlay")).to_have_attribute("data-faces", "1", timeout=20 * SECONDS)
+    page.wait_for_timeout(500)
+    left, right = page.evaluate(BOX_SIDES, happy)  # the video is mirrored: the face's left side is drawn at 0.75
+    assert abs(left - 0.5) < 0.04 and abs(right - 0.75) < 0.04, (left, right)
+
+    # A hidden tab: no frames drawn while the face moves across the picture and answers keep coming...
+    sent = page.evaluate("() => { window.freezeFrames(); window.faceAt = 0.6; return window.relay.sent; }")
+    page.wait_for_timeout(800)
+    assert page.evaluate("() => window.relay.sent") > sent + 2
+    # ...then shown again: the first frame drawn has the box where the face is, not on its way there.
+    left, right = page.evaluate("(colour) => { window.thawFrames(); return (%s)(colour); }" % BOX_SIDES, happy)
+    assert abs(left - 0.15) < 0.04 and abs(right - 0.4) < 0.04, (left, right)
+    assert problems == []

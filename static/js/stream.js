@@ -17,6 +17,7 @@ const JPEG_QUALITY = 0.7;
 const ANSWER_TIMEOUT_MS = 1500;
 // Boxes no answer has confirmed for this long (frame errors, answers that stopped coming) are taken off.
 const TRACK_EXPIRY_MS = 2 * ANSWER_TIMEOUT_MS;
+const SNAP_AFTER_MS = 250;  // boxes jump to their place, rather than glide, after this long without a drawn frame
 // Frames whose send time is kept, so that an answer coming after ANSWER_TIMEOUT_MS still counts in the round trip.
 const SENT_KEPT = 8;
 // A camera that shows no picture this long after it opened is given up (play() and loadedmetadata can wait forever).
@@ -417,7 +418,13 @@ export class LiveStream {
 
   _draw() {
     if (!this.running) return;
-    this._expire(performance.now());
+    const now = performance.now();
+    this._expire(now);
+    // A box moves 35 % of the way to its newest position per 60 Hz frame, whatever the display's rate; after a
+    // long gap between frames (a hidden tab, where the browser draws nothing) it jumps there.
+    const gap = this.drawnAt === undefined ? Infinity : now - this.drawnAt;
+    this.drawnAt = now;
+    const step = gap > SNAP_AFTER_MS ? 1 : 1 - Math.pow(0.65, gap / (1000 / 60));
     const { overlay, video } = this.els;
     // Draw in CSS pixels on a backing store of device pixels: sharp text on any screen.
     const dpr = window.devicePixelRatio || 1;
@@ -430,7 +437,7 @@ export class LiveStream {
     for (const t of this.tracks.values()) {
       const sx = w / t.size.w, sy = h / t.size.h;
       // Glide towards the newest box so the overlay moves smoothly between answers.
-      for (let i = 0; i < 4; i++) t.box[i] += (t.target[i] - t.box[i]) * 0.35;
+      for (let i = 0; i < 4; i++) t.box[i] += (t.target[i] - t.box[i]) * step;
       const [bx, by, bw, bh] = t.box;
       // The video is mirrored on screen, so mirror the box (not the text).
       const x = w - (bx + bw) * sx, y = by * sy, bwS = bw * sx, bhS = bh * sy;

@@ -57,6 +57,17 @@ def make_app(**overrides):
     return create_app(config)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _short_model_card_timing():
+    """The model cards the training tools write in tests time 20 calls, not 300: the tests check what a card
+    records, not the figure itself."""
+    from app.training import card
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(card, "TIMING_CALLS", 20)
+        yield
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _finalise_what_the_module_left():
     """Whatever a test module left unclosed (a socket, a file) is finalised when the module ends.

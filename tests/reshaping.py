@@ -29,7 +29,7 @@ def train_then_init_from(tmp_path, monkeypatch, capsys, source_build, target_bui
     data = write_tree(tmp_path / "fer", train_per_class=20, test_per_class=5)
     monkeypatch.setitem(ARCHITECTURES, "source", source_build)
     monkeypatch.setitem(ARCHITECTURES, "target", target_build)
-    common = ["--data", str(data), "--precision", "fp32", "--batch-size", "64", "--warmup-epochs", "0",
+    common = ["--data", str(data), "--precision", "fp32", "--batch-size", "70", "--warmup-epochs", "0",
               "--verbose", "0", "--epochs", "1"]
     source = tmp_path / "source.keras"
     assert train.main(common + ["--arch", "source", "--out", str(source), "--run-dir", str(tmp_path / "s")]) == 0

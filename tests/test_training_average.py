@@ -20,7 +20,7 @@ def run(tmp_path_factory):
     data = write_tree(root / "fer", train_per_class=30, test_per_class=8)
     run_dir = root / "run"
     assert train.main(["--data", str(data), "--out", str(root / "tiny.keras"), "--run-dir", str(run_dir),
-                       "--arch", "tiny", "--precision", "fp32", "--epochs", "3", "--batch-size", "64",
+                       "--arch", "tiny", "--precision", "fp32", "--epochs", "3", "--batch-size", "70",
                        "--warmup-epochs", "0", "--lr", "3e-3", "--seed", "3", "--keep-epochs",
                        "--verbose", "0"]) == 0
     return data, run_dir

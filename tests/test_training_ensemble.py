@@ -23,7 +23,7 @@ def members(tmp_path_factory):
     for seed in (1, 2):
         out = root / f"m{seed}" / "tiny.keras"
         assert train.main(["--data", str(data), "--out", str(out), "--run-dir", str(root / f"m{seed}" / "run"),
-                           "--arch", "tiny", "--precision", "fp32", "--epochs", "1", "--batch-size", "64",
+                           "--arch", "tiny", "--precision", "fp32", "--epochs", "1", "--batch-size", "70",
                            "--warmup-epochs", "0", "--lr", "3e-3", "--seed", str(seed), "--verbose", "0"]) == 0
         paths.append(out)
     return data, paths

@@ -19,7 +19,7 @@ def trained(tmp_path_factory):
     data = write_tree(root / "fer", train_per_class=30, test_per_class=8)
     out = root / "m" / "tiny.keras"
     assert train.main(["--data", str(data), "--out", str(out), "--run-dir", str(root / "m" / "run"),
-                       "--arch", "tiny", "--precision", "fp32", "--epochs", "1", "--batch-size", "64",
+                       "--arch", "tiny", "--precision", "fp32", "--epochs", "1", "--batch-size", "70",
                        "--warmup-epochs", "0", "--lr", "3e-3", "--seed", "3", "--verbose", "0"]) == 0
     return data, out
 

@@ -24,7 +24,7 @@ def data(tmp_path_factory):
 def argv(data, tmp_path, *extra):
     return ["--data", str(data), "--out", str(tmp_path / "models" / "tiny.keras"),
             "--run-dir", str(tmp_path / "run"), "--arch", "tiny", "--precision", "fp32",
-            "--batch-size", "64", "--warmup-epochs", "0", "--lr", "3e-3", "--verbose", "0", *extra]
+            "--batch-size", "70", "--warmup-epochs", "0", "--lr", "3e-3", "--verbose", "0", *extra]
 
 
 def log_rows(tmp_path):
@@ -457,7 +457,7 @@ def test_sgd_run_records_its_optimizer_and_resumes_with_it(data, tmp_path):
     assert train.main(argv(data, tmp_path, "--epochs", "2", "--resume")) == 0
     checkpoint = keras.models.load_model(tmp_path / "run" / "last.keras")
     assert type(checkpoint.optimizer).__name__ == "SGD" and checkpoint.optimizer.nesterov
-    assert int(checkpoint.optimizer.iterations) == 2 * 5  # 280 faces in batches of 64, both epochs
+    assert int(checkpoint.optimizer.iterations) == 2 * 4  # 280 faces in batches of 70, both epochs
     card = json.loads((tmp_path / "models" / "tiny.json").read_text())
     hyper = card["training"]["hyperparameters"]
     assert hyper["optimizer"] == "sgd" and hyper["momentum"] == 0.9 and card["training"]["epochs_trained"] == 2
@@ -506,9 +506,9 @@ def test_resume_keeps_the_runs_data_settings_and_says_so(data, tmp_path, monkeyp
     capsys.readouterr()
     assert train.main(argv(data, tmp_path, "--epochs", "2", "--resume", "--batch-size", "32", "--augment", "0")) == 0
     # --mixup etc. not repeated, --batch-size and --augment ignored
-    assert used == [(200, 64, 5, 0.5, 0.3, 0.0, [], 0.5)] * 2
+    assert used == [(200, 70, 5, 0.5, 0.3, 0.0, [], 0.5)] * 2
     out = capsys.readouterr().out
-    assert "--resume: the run keeps --batch-size 64 (this command asked for 32)" in out
+    assert "--resume: the run keeps --batch-size 70 (this command asked for 32)" in out
     assert "--resume: the run keeps --augment 0.5 (this command asked for 0.0)" in out
     assert "--resume: the run keeps --mixup 0.3 (this command asked for 0.0)" in out
     assert int(keras.models.load_model(tmp_path / "run" / "last.keras").optimizer.iterations) == 2 * 4

@@ -28,7 +28,7 @@ import numpy as np
 from app.training.data import Split, load_dataset, read_record, stratified_sample
 from app.training.evaluate import evaluate, training_log_path, view_logits
 from app.training.metrics import expected_calibration_error, softmax, summarize
-from app.vision.emotions import EmotionModel
+from app.vision.emotions import BULK_BATCH_SIZES, EmotionModel
 from app.vision.preprocess import EMOTIONS, INPUT_SIZE, TTA_VIEWS, ZOOM_CROP
 
 REGRESSION_SAMPLE = {"seed": 2013, "n": 700}
@@ -180,8 +180,12 @@ def _inference_cost(model: EmotionModel, face: np.ndarray, calls: int) -> dict:
     }
 
 
-def write_card(model_path, state: dict, val_split: Split, timing_calls: int = TIMING_CALLS) -> dict:
-    """Measure the model at ``model_path`` on ``val_split`` and write ``<model>.json``; returns the card."""
+def write_card(model_path, state: dict, val_split: Split, timing_calls: int | None = None) -> dict:
+    """Measure the model at ``model_path`` on ``val_split`` and write ``<model>.json``; returns the card.
+
+    ``timing_calls``: how many calls the inference cost is the median of (``TIMING_CALLS``).
+    """
+    timing_calls = TIMING_CALLS if timing_calls is None else timing_calls
     model_path = Path(model_path)
     log = training_log_path(model_path)
     args = state.get("args", {})
@@ -243,7 +247,7 @@ def write_card(model_path, state: dict, val_split: Split, timing_calls: int = TI
     else:
         notes.append(f"best_epoch: no training log at {log}")
 
-    model = attempt("model", lambda: EmotionModel.load(model_path, tta=True))
+    model = attempt("model", lambda: EmotionModel.load(model_path, tta=True, batch_sizes=BULK_BATCH_SIZES))
     figures = probs = None
     if model is not None:
         card["parameters"] = attempt("parameters", lambda: int(model.keras_model.count_params()))

@@ -21,7 +21,7 @@ import numpy as np
 from app.config import Config
 from app.training.data import DataError, Split, load_csv, load_folder
 from app.training.metrics import macro_average, summarize
-from app.vision.emotions import EmotionModel, ModelLoadError
+from app.vision.emotions import BULK_BATCH_SIZES, EmotionModel, ModelLoadError
 from app.vision.preprocess import EMOTIONS, TTA_VIEWS, tta_views
 
 
@@ -47,7 +47,7 @@ def load_model(path: str | Path, tta: bool = True, hint: str = "give --model a .
     arguments, where the server's names its MODEL_PATH setting."""
     if not Path(path).is_file():
         raise ModelLoadError(f"emotion model not found: {path} ({hint})")
-    return EmotionModel.load(path, tta=tta)
+    return EmotionModel.load(path, tta=tta, batch_sizes=BULK_BATCH_SIZES)
 
 
 def evaluate(model: EmotionModel, split: Split) -> tuple[dict, np.ndarray]:

@@ -61,6 +61,50 @@ def test_tensorflow_op_threads_are_set_before_the_first_op_and_fixed_after():
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
+def test_a_server_of_the_shipped_model_never_loads_tensorflow():
+    """The int8 model is served by LiteRT's interpreter: TensorFlow (seconds of start-up, about 500 MiB) is not
+    imported, and the threads-per-op setting reaches the interpreters."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, os\n"
+        "from app import create_app\n"
+        "from tests.conftest import FACES\n"
+        "app = create_app({'TESTING': True, 'TF_INTRA_OP_THREADS': 1})\n"
+        "model = app.extensions['emotion_model']\n"
+        "assert model.backend == 'tflite', model.backend\n"
+        "with open(FACES / 'astronaut.png', 'rb') as fh:\n"
+        "    body = app.test_client().post('/api/v1/analyze', data={'image': (fh, 'a.png')}).get_json()\n"
+        "assert body['faces'][0]['label'] == 'happy', body\n"
+        "# one thread per op: as many interpreters per batch size as cores, so calls run side by side\n"
+        "assert len(model._runners[1]._idle) == (os.cpu_count() or 1), len(model._runners[1]._idle)\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "False False", done.stdout[-2000:]
+
+
+def test_op_threads_set_before_tensorflow_loads_apply_when_a_keras_model_loads_it():
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from app.vision.emotions import EmotionModel, set_op_threads\n"
+        "from tests.conftest import FLOAT_MODEL\n"
+        "assert set_op_threads(1) and 'tensorflow' not in sys.modules\n"
+        "EmotionModel.load(FLOAT_MODEL, batch_sizes=(1,))\n"
+        "import tensorflow as tf\n"
+        "assert tf.config.threading.get_intra_op_parallelism_threads() == 1\n"
+        "assert set_op_threads(1) and not set_op_threads(2)\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
 def test_the_apps_own_log_lines_go_to_stdout_in_one_format():
     """Flask's app logger and the recogniser's loggers write to stdout in one format, as the README says."""
     import subprocess

@@ -32,7 +32,7 @@ from app.vision.emotions import BULK_BATCH_SIZES, EmotionModel
 from app.vision.preprocess import EMOTIONS, INPUT_SIZE, TTA_VIEWS, ZOOM_CROP
 
 REGRESSION_SAMPLE = {"seed": 2013, "n": 700}
-RUNTIMES = {"tensorflow": "compiled tf.function", "tflite": "TensorFlow Lite interpreter, XNNPACK"}
+RUNTIMES = {"tensorflow": "compiled tf.function", "tflite": "LiteRT (TensorFlow Lite) interpreter, XNNPACK"}
 TIMING_CALLS = 300
 PREPROCESSING = (
     "app.vision.preprocess.prepare_face: crop the face box from the frame, convert to 8-bit "

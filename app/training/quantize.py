@@ -54,8 +54,11 @@ from app.training.data import (  # noqa: E402
     stratified_sample,
 )
 from app.training.evaluate import evaluate, load_model  # noqa: E402
-from app.vision.emotions import INTERPRETER_DEPRECATION, EmotionModel, ModelLoadError, frozen_forward  # noqa: E402
+from app.vision.emotions import EmotionModel, ModelLoadError, frozen_forward  # noqa: E402
 from app.vision.preprocess import EMOTIONS, tta_views  # noqa: E402
+
+# What ``tf.lite.Interpreter`` (the quantization debugger's) warns on construction.
+INTERPRETER_DEPRECATION = r".*tf\.lite\.Interpreter is deprecated"
 
 DEFAULT_SAMPLES = 1000
 METHOD = ("TensorFlow Lite full-integer post-training quantization: int8 weights (per output channel) and "
@@ -83,8 +86,8 @@ def quantize(keras_model, views: np.ndarray) -> bytes:
     converter.representative_dataset = representative
     # Selective quantization (TensorFlow's quantization debugger): everything but the softmax.
     with warnings.catch_warnings():
-        # The debugger's own interpreter warns as tflite_interpreter explains; the input staying float32
-        # (no statistics given for it) is what is wanted.
+        # The debugger's own interpreter (tf.lite's) warns that it moves to LiteRT, which serves the copy; the input
+        # staying float32 (no statistics given for it) is what is wanted.
         warnings.filterwarnings("ignore", message=INTERPRETER_DEPRECATION, category=UserWarning)
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected", category=UserWarning)
         debugger = tf.lite.experimental.QuantizationDebugger(

@@ -8,18 +8,21 @@ Two kinds of model file serve:
   constants), which lets oneDNN lay out the convolution kernels once instead
   of on every call.
 - ``.tflite`` (the int8 copy ``app.training.quantize`` makes of a ``.keras``
-  model, which the server ships): TensorFlow Lite's interpreter with XNNPACK,
-  interpreters sized and allocated for each batch size at start-up (as many
-  per size as there are cores for them, so concurrent calls run side by side;
-  more if more calls come at once).
+  model, which the server ships): the LiteRT (TensorFlow Lite) interpreter
+  with XNNPACK, from the ``ai-edge-litert`` package, so that a server of the
+  shipped model never imports TensorFlow (seconds of start-up and about
+  500 MiB per process); interpreters sized and allocated for each batch size
+  at start-up (as many per size as there are cores for them, so concurrent
+  calls run side by side; more if more calls come at once).
 With ``tta=True`` each face is classified in the two views of
 ``preprocess.tta_views`` (a slight zoom-in and its mirror) and the
 probabilities are averaged; the shipped model is calibrated for that.
 """
 from __future__ import annotations
 
+import logging
 import os
-import warnings
+import sys
 from collections import deque
 from pathlib import Path
 
@@ -28,6 +31,7 @@ import numpy as np
 from app.vision.preprocess import EMOTIONS, INPUT_SIZE, TTA_VIEWS, tta_views
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+log = logging.getLogger("moodlens.vision")
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 # For the offline tools (evaluation, model cards, comparisons): whole data sets go through in batches of the
@@ -36,12 +40,27 @@ BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 BULK_BATCH_SIZES = (len(TTA_VIEWS), BATCH_SIZES[-1])
 
 
-def set_op_threads(n: int) -> bool:
-    """Let each TensorFlow op use ``n`` threads (0: TensorFlow's default, one per core).
+# Threads one op may use (0: one per core), as ``set_op_threads`` last set it; None: never set.
+_op_threads: int | None = None
 
-    Takes effect only before TensorFlow's first op in this process; after it
-    the setting is fixed: returns False (and changes nothing) when it differs.
+
+def set_op_threads(n: int) -> bool:
+    """Let each op of a model call use ``n`` threads (0: one per core).
+
+    LiteRT interpreters made from now on take it. TensorFlow (a ``.keras``
+    model) takes it only before its first op in this process: applied at once
+    when TensorFlow is loaded already, else when a ``.keras`` model loads it.
+    Returns False (and changes nothing) when TensorFlow already runs with
+    another setting.
     """
+    global _op_threads
+    if "tensorflow" in sys.modules and not _tensorflow_op_threads(n):
+        return False
+    _op_threads = n
+    return True
+
+
+def _tensorflow_op_threads(n: int) -> bool:
     import tensorflow as tf
 
     if tf.config.threading.get_intra_op_parallelism_threads() == n:
@@ -66,10 +85,6 @@ def _check_shapes(in_shape, out_shape, path: str | None) -> None:
         )
 
 
-# What ``tf.lite.Interpreter`` warns on construction (see ``tflite_interpreter``).
-INTERPRETER_DEPRECATION = r".*tf\.lite\.Interpreter is deprecated"
-
-
 def frozen_forward(keras_model, batch: int | None):
     """The model's inference pass as a concrete function for ``batch`` faces (None: any), weights as constants."""
     import tensorflow as tf
@@ -81,17 +96,10 @@ def frozen_forward(keras_model, batch: int | None):
 
 
 def tflite_interpreter(content: bytes, num_threads: int | None = None):
-    """A TensorFlow Lite interpreter (XNNPACK on CPU) for a model's bytes.
+    """A LiteRT (TensorFlow Lite) interpreter, XNNPACK on CPU, for a model's bytes."""
+    from ai_edge_litert.interpreter import Interpreter
 
-    ``tf.lite.Interpreter`` warns that it moves to the ``ai_edge_litert``
-    package; the pinned TensorFlow still ships it, and this is the one place
-    that would change.
-    """
-    import tensorflow as tf
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=INTERPRETER_DEPRECATION, category=UserWarning)
-        return tf.lite.Interpreter(model_content=content, num_threads=num_threads)
+    return Interpreter(model_content=content, num_threads=num_threads)
 
 
 class _TfliteRunner:
@@ -194,14 +202,12 @@ class EmotionModel:
                     path: str | None = None) -> "EmotionModel":
         """Serve a TensorFlow Lite model (float32 faces in, probabilities out), e.g. the int8 copy.
 
-        Each op runs on TensorFlow's threads-per-op setting (``set_op_threads``; 0: one per core), and
+        Each op runs on the threads-per-op setting (``set_op_threads``; 0 or never set: one per core), and
         each batch size starts with as many interpreters as that leaves cores, so concurrent calls run side by
         side (more are made if more calls come at once).
         """
-        import tensorflow as tf
-
         cores = os.cpu_count() or 1
-        threads = tf.config.threading.get_intra_op_parallelism_threads() or cores
+        threads = _op_threads or cores
         copies = max(1, cores // threads)  # enough interpreters to keep every core busy
         self = cls.__new__(cls)
         self._serve("tflite", None, {size: _TfliteRunner(content, size, threads, copies, path)
@@ -224,6 +230,9 @@ class EmotionModel:
             except OSError as exc:
                 raise ModelLoadError(f"emotion model {path} is unreadable: {exc}") from exc
             return cls.from_tflite(content, tta=tta, batch_sizes=batch_sizes, path=str(path))
+        # A threads-per-op setting made before TensorFlow was loaded applies now, before a TensorFlow op runs.
+        if _op_threads is not None and not _tensorflow_op_threads(_op_threads):
+            log.warning("%s threads per op not applied: TensorFlow was already running in this process", _op_threads)
         import keras
 
         try:

@@ -511,10 +511,10 @@ def test_resume_keeps_the_runs_data_settings_and_says_so(data, tmp_path, monkeyp
     assert "--resume: the run keeps --batch-size 70 (this command asked for 32)" in out
     assert "--resume: the run keeps --augment 0.5 (this command asked for 0.0)" in out
     assert "--resume: the run keeps --mixup 0.3 (this command asked for 0.0)" in out
-    assert int(keras.models.load_model(tmp_path / "run" / "last.keras").optimizer.iterations) == 2 * 4
+    assert int(keras.models.load_model(tmp_path / "run" / "last.keras").optimizer.iterations) == 2 * 3  # 200 faces in batches of 70
     card = json.loads((tmp_path / "models" / "tiny.json").read_text())
     hyper = card["training"]["hyperparameters"]
-    assert (hyper["mixup"], hyper["augment"], hyper["batch_size"]) == (0.3, 0.5, 64)
+    assert (hyper["mixup"], hyper["augment"], hyper["batch_size"]) == (0.3, 0.5, 70)
     assert card["training"]["epochs_trained"] == 2 and len(log_rows(tmp_path)) == 2
 
 

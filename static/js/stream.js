@@ -109,6 +109,7 @@ export class LiveStream {
     this.socket = null;
     this.timer = null;
     this._draw = this._draw.bind(this);
+    this.drawnAt = -Infinity;   // when the overlay was last drawn (performance.now()): how far boxes glide
     this.listKey = "";
     this.liveWanted = "";       // what the live region is to say once it holds (see _announce)
     this.liveTimer = null;
@@ -422,7 +423,7 @@ export class LiveStream {
     this._expire(now);
     // A box moves 35 % of the way to its newest position per 60 Hz frame, whatever the display's rate; after a
     // long gap between frames (a hidden tab, where the browser draws nothing) it jumps there.
-    const gap = this.drawnAt === undefined ? Infinity : now - this.drawnAt;
+    const gap = now - this.drawnAt;
     this.drawnAt = now;
     const step = gap > SNAP_AFTER_MS ? 1 : 1 - Math.pow(0.65, gap / (1000 / 60));
     const { overlay, video } = this.els;

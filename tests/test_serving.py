@@ -43,11 +43,16 @@ def test_an_empty_model_file_is_named_as_empty(tmp_path, name):
     assert str(model) in str(refused.value)
 
 
-def test_tensorflow_op_threads_are_set_before_the_first_op_and_fixed_after():
-    """``set_op_threads`` applies before TensorFlow runs anything, and says so when it is too late."""
+def python_script(script: str, timeout: float = 180):
+    """Run ``script`` in a fresh Python (a process of its own: what it imports, it alone has loaded)."""
     import subprocess
     import sys
 
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_tensorflow_op_threads_are_set_before_the_first_op_and_fixed_after():
+    """``set_op_threads`` applies before TensorFlow runs anything, and says so when it is too late."""
     script = (
         "import tensorflow as tf\n"
         "from app.vision.emotions import set_op_threads\n"
@@ -57,16 +62,13 @@ def test_tensorflow_op_threads_are_set_before_the_first_op_and_fixed_after():
         "assert tf.config.threading.get_intra_op_parallelism_threads() == 1\n"
         "print('ok')\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    done = python_script(script, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 def test_a_server_of_the_shipped_model_never_loads_tensorflow():
     """The int8 model is served by LiteRT's interpreter: TensorFlow (seconds of start-up, about 500 MiB) is not
     imported, and the threads-per-op setting reaches the interpreters."""
-    import subprocess
-    import sys
-
     script = (
         "import sys, os\n"
         "from app import create_app\n"
@@ -81,15 +83,12 @@ def test_a_server_of_the_shipped_model_never_loads_tensorflow():
         "assert len(model._runners[1]._idle) == (os.cpu_count() or 1), len(model._runners[1]._idle)\n"
         "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180, check=False)
+    done = python_script(script)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines()[-1] == "False False", done.stdout[-2000:]
 
 
 def test_op_threads_set_before_tensorflow_loads_apply_when_a_keras_model_loads_it():
-    import subprocess
-    import sys
-
     script = (
         "import sys\n"
         "from app.vision.emotions import EmotionModel, set_op_threads\n"
@@ -101,22 +100,19 @@ def test_op_threads_set_before_tensorflow_loads_apply_when_a_keras_model_loads_i
         "assert set_op_threads(1) and not set_op_threads(2)\n"
         "print('ok')\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180, check=False)
+    done = python_script(script)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 def test_the_apps_own_log_lines_go_to_stdout_in_one_format():
     """Flask's app logger and the recogniser's loggers write to stdout in one format, as the README says."""
-    import subprocess
-    import sys
-
     script = (
         "from app import create_app\n"
         "import logging\n"
         "app = create_app({'TESTING': True})\n"
         "logging.getLogger('moodlens.live.transport').warning('transport line')\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180, check=False)
+    done = python_script(script)
     assert done.returncode == 0, done.stderr[-2000:]
     ready = [line for line in done.stdout.splitlines() if "MoodLens ready" in line]
     assert len(ready) == 1 and " INFO app: MoodLens ready: model " in ready[0], done.stdout[-2000:]

@@ -331,3 +331,17 @@ def test_the_coarser_start_of_a_long_session_is_neither_a_gap_nor_outweighed(cha
     holed = [coarse[0], {**coarse[1], "second": base + 180}, *points(base + 240, base + 250, 5)]
     assert charts.evaluate(DRAW_TIMELINE, [holed, 5])["gaps"] == 1
 
+
+
+# -- 6. a class deleted while its dashboard shows an ended session ------------------------------------------
+
+def test_a_dashboard_on_an_ended_session_hears_that_the_class_was_deleted(capp, teacher, student, sockets):
+    board = sockets(teacher.client, namespace=NAMESPACE)
+    assert board.emit("dashboard_join", {"code": teacher.code}, namespace=NAMESPACE, callback=True)["ok"]
+    assert teacher.client.post(f"/classes/{teacher.code}/end").status_code == 302
+    ended = [m for m in board.get_received(NAMESPACE) if m["name"] == "session_ended"]
+    assert [m["args"][0]["reason"] for m in ended] == ["ended"]
+
+    assert teacher.client.post(f"/classes/{teacher.code}/delete", data={"confirm": "y"}).status_code == 302
+    told = [m["args"][0] for m in board.get_received(NAMESPACE) if m["name"] == "session_ended"]
+    assert told == [{"session": None, "reason": "deleted"}]

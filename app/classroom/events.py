@@ -25,7 +25,8 @@ logged in as a teacher, with a login that has not ended):
   summary) or ``{"error"}`` (with ``"gone": true`` for a class that does not
   exist, ``"retry": true`` when the database failed); the socket then gets
   ``mood`` summaries every ``CLASSROOM_PUSH_SECONDS`` and ``session_ended``
-  when the session ends.
+  ``{"session", "reason"}`` when the session ends (``"session": null`` with
+  ``"reason": "deleted"`` when the class is deleted with no session running).
 - ``dashboard_leave`` ``{"code"}`` -> ack ``{"ok": true}``: stop receiving them.
 - ``logged_out`` (server -> dashboard) ``{}``: the login the socket was opened
   with ended (log-out, or another log-in in the same browser); the server then

@@ -284,6 +284,8 @@ def delete_class(code: str):
     name = classroom.name
     if running is not None:  # stop the live side first, so nothing is queued for deleted rows
         service.end(running.id, classroom.code, reason="deleted", store=False)
+    else:  # a dashboard still open on an ended session hears of it too
+        service.announce_deleted(classroom.code)
     service.forget(s.id for s in classroom.sessions)
     delete_classroom(classroom)
     flash(f"Class “{name}” and all its data were deleted.", "ok")

@@ -283,6 +283,10 @@ class ClassroomService:
             self.cluster.mark_ended(session_id, reason)
         return len(sids)
 
+    def announce_deleted(self, code: str) -> None:
+        """Tell the class's dashboards, on every process, that the class was deleted (no session was running)."""
+        socketio.emit("session_ended", {"session": None, "reason": "deleted"}, to=room(code), namespace=NAMESPACE)
+
     def forget(self, session_ids) -> None:
         """Drop live state and queued samples of deleted sessions (nothing is written)."""
         ids = set(session_ids)

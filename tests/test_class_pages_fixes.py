@@ -208,3 +208,32 @@ def test_retention_ends_a_session_left_running_through_the_service(capp, teacher
         assert purge_expired(30, now=time.time() + 29 * 86400)["sessions"] == 0
         assert purge_expired(30, now=time.time() + 31 * 86400)["sessions"] == 1
         assert db.session.get(ClassSession, sid) is None
+
+
+@pytest.mark.redis
+def test_a_session_left_running_that_the_start_up_purge_ends_is_ended_on_every_process(tmp_path, redis_server):
+    import redis
+
+    from app.classroom.cluster import ended_key
+
+    url = f"sqlite:///{tmp_path / 'classroom.sqlite3'}"
+    first = classroom_app(url)
+    client = first.test_client()
+    assert register(client, "ann@example.org", "Ann").status_code == 302
+    code = create_class(client)
+    with first.app_context():
+        sess = db.session.scalar(select(ClassSession).join(Classroom).where(Classroom.code == code))
+        sess.started_at = utcnow() - timedelta(days=40)  # the teacher forgot to end it
+        db.session.commit()
+        sid = sess.id
+    first.extensions["classroom"].stop()
+
+    # Another process starts (a restart, a new replica): its start-up purge ends that session...
+    second = classroom_app(url, SOCKETIO_MESSAGE_QUEUE=redis_server.url)
+    try:
+        with second.app_context():
+            assert db.session.get(ClassSession, sid).ended_at is not None
+        # ...and tells the processes still serving it, through Redis, as the teacher's End does.
+        assert redis.Redis.from_url(redis_server.url).get(ended_key(sid)) == b"ended"
+    finally:
+        second.extensions["classroom"].stop()

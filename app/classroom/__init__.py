@@ -76,9 +76,9 @@ def init_app(app) -> None:
         install_pragmas(db.engine)
         if app.config["DB_AUTO_UPGRADE"]:  # off: the operator runs 'flask db upgrade' (several processes)
             upgrade(directory=str(MIGRATIONS))
-        purge_at_start(app, purge_expired)
-
     app.extensions["classroom"] = ClassroomService(app)
+    with app.app_context():  # with the service: sessions it ends are ended on the other processes too
+        purge_at_start(app, purge_expired)
     events.install_hooks()
     app.register_blueprint(bp)
 

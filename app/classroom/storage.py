@@ -328,6 +328,6 @@ def _end_forgotten(started_before: datetime, ended_at: datetime) -> None:
     db.session.commit()  # before the live end below, whose flush writes on a connection of its own
     log.info("retention: ended %d sessions left running since before %s", len(ids), started_before)
     service = current_app.extensions.get("classroom")
-    if service is not None:  # None at start-up: no live state in this process yet
+    if service is not None:  # live state here, and the other processes told (at start-up too)
         for session_id, code in stale:
             service.end(session_id, code)

@@ -281,13 +281,13 @@ def delete_class(code: str):
         return redirect(url_for("classroom.dashboard", code=classroom.code))
     service = current_app.extensions["classroom"]
     running = classroom.running_session()
-    name = classroom.name
+    name, code = classroom.name, classroom.code
     if running is not None:  # stop the live side first, so nothing is queued for deleted rows
-        service.end(running.id, classroom.code, reason="deleted", store=False)
-    else:  # a dashboard still open on an ended session hears of it too
-        service.announce_deleted(classroom.code)
+        service.end(running.id, code, reason="deleted", store=False)
     service.forget(s.id for s in classroom.sessions)
     delete_classroom(classroom)
+    if running is None:  # a dashboard still open on an ended session hears of it too, once it is gone
+        service.announce_deleted(code)
     flash(f"Class “{name}” and all its data were deleted.", "ok")
     return redirect(url_for("classroom.classes"))
 

@@ -136,10 +136,85 @@ def test_frames_are_taken_on_the_reading_thread_and_only_an_idle_stream_starts_a
         assert len(started) == 1  # the first frame found the stream idle; the others found it busy
         # The task has not run yet: frame 1 waited too, and each newer frame replaced the one waiting.
         assert (stream.received, stream.superseded, stream.pending[0]) == (5, 4, 5)
-        events._drain(*started[0][1:])  # the task: analyses the newest waiting frame, then goes idle
+        app_, sid, stream_, min_interval, linger = started[0][1:]
+        assert linger == events.LINGER_SECONDS > 0
+        events._drain(app_, sid, stream_, min_interval, 0.0)  # the task: analyses the newest frame, goes idle
         assert (stream.analysed, stream.busy, stream.pending) == (1, False, None)
     finally:
         events.streams.close("sid-flood")
+
+
+def test_a_lingering_loop_takes_the_next_frames_on_the_same_thread_then_goes_idle():
+    """A stream at camera pace keeps one analysis thread: frames offered while it lingers need no new one."""
+    from app.live.streams import drain, offer
+
+    stream, done, threads = Stream(analyzer=None), [], set()
+
+    def work(seq, image):
+        threads.add(threading.get_ident())
+        done.append(seq)
+
+    assert offer(stream, 0, b"x")
+    loop = threading.Thread(target=drain, args=(stream, work), kwargs={"linger": 0.5})
+    loop.start()
+    for seq in range(1, 6):  # one frame every 50 ms, each found the loop lingering: no new drain needed
+        time.sleep(0.05)
+        assert offer(stream, seq, b"x") is False
+    deadline = time.monotonic() + 2
+    while len(done) < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert done == [0, 1, 2, 3, 4, 5] and threads == {loop.ident}
+    assert stream.busy is True  # still lingering for a next frame
+    t_last = time.monotonic()
+    loop.join(2)
+    assert not loop.is_alive() and time.monotonic() - t_last >= 0.3  # it waited about its linger, then ended
+    assert (stream.busy, stream.pending, stream.analysed) == (False, None, 6)
+    assert offer(stream, 6, b"x") is True  # idle again: the next frame starts a new loop
+
+
+def test_closing_a_stream_ends_its_lingering_loop_at_once():
+    from app.live.streams import StreamRegistry, drain, offer
+
+    registry = StreamRegistry()
+    stream = registry.open("sid-linger", lambda: None)
+    assert offer(stream, 0, b"x")
+    loop = threading.Thread(target=drain, args=(stream, lambda seq, image: None), kwargs={"linger": 30.0})
+    loop.start()
+    while stream.analysed < 1:
+        time.sleep(0.01)
+    t_close = time.monotonic()
+    assert registry.close("sid-linger") is stream
+    loop.join(5)
+    assert not loop.is_alive() and time.monotonic() - t_close < 1.0
+    assert (stream.busy, stream.closed) == (False, True)
+    assert offer(stream, 1, b"x") is False and stream.pending is None  # a closed stream takes nothing
+
+
+def test_frames_at_camera_pace_start_one_analysis_task(app, frame, monkeypatch):
+    """Through the event handler with real tasks: ten frames 100 ms apart are analysed by one task, not ten."""
+    from app.extensions import socketio
+    from app.live import events
+
+    started = []
+    real_start = socketio.start_background_task
+
+    def counting_start(*args, **kwargs):
+        started.append(args[0])
+        return real_start(*args, **kwargs)
+
+    monkeypatch.setattr(socketio, "start_background_task", counting_start)
+    try:
+        for seq in range(10):
+            events.handle_frame(app, "sid-camera", {"seq": seq, "image": frame})
+            time.sleep(0.1)
+        stream = events.streams.get("sid-camera")
+        deadline = time.monotonic() + 5
+        while stream.analysed < 10 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert stream.analysed == 10 and stream.superseded == 0
+        assert len(started) == 1
+    finally:
+        events.streams.close("sid-camera")
 
 
 def test_threading_websockets_read_a_frame_in_few_chunks(app, monkeypatch):

@@ -34,6 +34,10 @@ connect_listeners: list = []
 disconnect_listeners: list = []
 frame_listeners: list = []
 
+# Seconds a stream's analysis task waits for the next frame before it ends: a camera's next frame comes
+# within this, so a streaming client keeps one task rather than starting a thread per frame.
+LINGER_SECONDS = 2.0
+
 
 def _analyzer_factory(app):
     cfg = app.config
@@ -49,6 +53,10 @@ def _analyzer_factory(app):
         )
 
     return make
+
+
+def _open(sid: str, app) -> Stream:
+    return streams.open(sid, _analyzer_factory(app), socketio.server.eio.create_event)
 
 
 def validate_frame(data) -> tuple[int | None, bytes | None, str | None]:
@@ -74,7 +82,7 @@ def on_connect(auth=None):
     for listener in connect_listeners:
         if listener(request.sid, auth) is False:
             return False
-    streams.open(request.sid, _analyzer_factory(current_app._get_current_object()))
+    _open(request.sid, current_app._get_current_object())
 
 
 @socketio.on("disconnect")
@@ -99,7 +107,8 @@ def handle_frame(app, sid: str, data=None) -> None:
     reading thread (``async_handlers=False``) and only puts the frame in the
     stream's mailbox, so a frame that replaces a waiting one costs no thread;
     the analysis loop runs in a background task, started when the stream was
-    idle.
+    idle, which lingers ``LINGER_SECONDS`` for the next frame: a client at
+    camera pace keeps one task for as long as it streams.
 
     The answers go straight to the client, never through the message queue
     (``ignore_queue``): the client is connected to this very process, so the
@@ -109,17 +118,18 @@ def handle_frame(app, sid: str, data=None) -> None:
     if error:
         socketio.emit("frame_error", {"seq": seq, "error": error}, to=sid, ignore_queue=True)
         return
-    stream = streams.open(sid, _analyzer_factory(app))
+    stream = _open(sid, app)
     if offer(stream, seq, image):  # the stream was idle: start its analysis loop
         max_fps = float(app.config.get("STREAM_MAX_FPS") or 0)
-        socketio.start_background_task(_drain, app, sid, stream, 1.0 / max_fps if max_fps > 0 else 0.0)
+        socketio.start_background_task(_drain, app, sid, stream, 1.0 / max_fps if max_fps > 0 else 0.0,
+                                       LINGER_SECONDS)
 
 
-def _drain(app, sid: str, stream: Stream, min_interval: float) -> None:
+def _drain(app, sid: str, stream: Stream, min_interval: float, linger: float) -> None:
     """A stream's analysis loop, on its own thread (green thread under eventlet), in the app's context."""
     with app.app_context():
         drain(stream, partial(_analyse, app.config["ASYNC_MODE"], sid, stream),
-              min_interval=min_interval, sleep=socketio.sleep)
+              min_interval=min_interval, linger=linger, sleep=socketio.sleep)
 
 
 def _analyse(mode: str, sid: str, stream: Stream, frame_seq: int, frame: bytes) -> None:

@@ -54,15 +54,20 @@ def group_pids(pgid: int) -> list[int]:
     return pids
 
 
-def rss_kb(pid: int) -> int:
-    """Resident set size of ``pid`` in KiB (VmRSS of /proc/<pid>/status), 0 when it is gone."""
+def status_field(pid: int, name: str) -> int:
+    """A number from /proc/<pid>/status (e.g. ``VmRSS`` in KiB, ``Threads``), 0 when the process is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(name + ":"):
                 return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size of ``pid`` in KiB (VmRSS of /proc/<pid>/status), 0 when it is gone."""
+    return status_field(pid, "VmRSS")
 
 
 class MemorySampler(threading.Thread):
@@ -72,18 +77,22 @@ class MemorySampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.group, self.every = pid, group, every
         self.samples: list[tuple[float, float]] = []  # (seconds since start, MiB)
+        self.threads: list[tuple[float, int]] = []  # (seconds since start, threads of the process(es))
         self.stop = threading.Event()
         self.t0 = time.monotonic()
 
-    def measure(self) -> float:
+    def measure(self) -> tuple[float, int]:
+        """(RSS in MiB, thread count) of the process or its group."""
         pids = group_pids(self.pid) if self.group else [self.pid]
-        return round(sum(rss_kb(p) for p in pids) / 1024, 1)
+        return round(sum(rss_kb(p) for p in pids) / 1024, 1), sum(status_field(p, "Threads") for p in pids)
 
     def run(self) -> None:
         if self.pid is None:
             return
         while True:
-            self.samples.append((round(time.monotonic() - self.t0, 1), self.measure()))
+            t, (mib, threads) = round(time.monotonic() - self.t0, 1), self.measure()
+            self.samples.append((t, mib))
+            self.threads.append((t, threads))
             if self.stop.wait(self.every):
                 break
 
@@ -232,7 +241,7 @@ def run_load(url: str, frames: list[bytes], clients: int, fps: float, seconds: f
     }
     out["error_count"] = sum(out["errors"].values())
     if sampler is not None and sampler.samples:
-        out["memory"] = memory_report(sampler.samples, warmup)
+        out["memory"] = memory_report(sampler.samples, warmup) | {"threads": [list(s) for s in sampler.threads]}
     return out
 
 

@@ -190,6 +190,25 @@ def test_closing_a_stream_ends_its_lingering_loop_at_once():
     assert offer(stream, 1, b"x") is False and stream.pending is None  # a closed stream takes nothing
 
 
+def test_a_frame_waiting_out_the_minimum_interval_is_dropped_when_the_stream_closes():
+    from app.live.streams import StreamRegistry, drain, offer
+
+    registry, done = StreamRegistry(), []
+    stream = registry.open("sid-paced", lambda: None)
+    assert offer(stream, 0, b"x")
+    loop = threading.Thread(target=drain, args=(stream, lambda seq, image: done.append(seq)),
+                            kwargs={"min_interval": 0.5, "linger": 30.0})
+    loop.start()
+    while not done:
+        time.sleep(0.01)
+    assert offer(stream, 1, b"x") is False  # waits out the interval in the mailbox
+    time.sleep(0.1)
+    registry.close("sid-paced")
+    loop.join(5)
+    assert not loop.is_alive() and done == [0]  # frame 1 was never analysed, nor answered
+    assert (stream.busy, stream.pending) == (False, None)
+
+
 def test_frames_at_camera_pace_start_one_analysis_task(app, frame, monkeypatch):
     """Through the event handler with real tasks: ten frames 100 ms apart are analysed by one task, not ten."""
     from app.extensions import socketio

@@ -38,7 +38,7 @@ import requests
 import socketio
 
 from benchmarks.common import SHARED, machine, percentiles, webcam_frames
-from benchmarks.load import LoadClient
+from benchmarks.load import LoadClient, MemorySampler, memory_report
 
 STUDENT_AUTH = {"classroom": "student"}
 TOKEN = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
@@ -123,11 +123,13 @@ def student_frames(n: int) -> list[list[bytes]]:
 
 
 def run(url: str, students: int, fps_range: tuple[float, float], seconds: float, warmup: float, seed: int,
-        classroom: bool = True) -> dict:
+        classroom: bool = True, server_pid: int | None = None, sample_every: float = 10) -> dict:
     """The whole scenario against ``url``; returns the figures.
 
     ``classroom=False``: the same clients stream as plain live-page clients (their frames
     feed no class), the baseline that shows what the classroom costs the stream.
+    ``server_pid``: the server's process group, whose memory and threads are sampled every
+    ``sample_every`` s while the students stream (growth counted after the warm-up).
     """
     rng = random.Random(seed)
     teacher, code = create_class(url)
@@ -147,11 +149,17 @@ def run(url: str, students: int, fps_range: tuple[float, float], seconds: float,
     barrier.wait()
     t_start = time.time()
     p0 = time.perf_counter()
+    sampler = None if server_pid is None else MemorySampler(server_pid, True, sample_every)
+    if sampler is not None:
+        sampler.start()
     for c in group:
         c.measure_from = p0 + warmup
     for t in threads:
         t.join(seconds + 30)
     elapsed = time.perf_counter() - p0
+    if sampler is not None:
+        sampler.stop.set()
+        sampler.join(5)
     t_stop = time.time()
     unanswered = sum(c.finish() for c in group)  # waits for the last answers, then disconnects each student
     t_gone = time.time()  # the last student has left: the next pushes must show 0 students
@@ -194,7 +202,8 @@ def run(url: str, students: int, fps_range: tuple[float, float], seconds: float,
         },
         "storage": {"samples_stored": len(per_student), "frames_in_samples": stored_frames,
                     "frames_answered": answered},
-    }
+    } | ({"memory": memory_report(sampler.samples, warmup) | {"threads": [list(t) for t in sampler.threads]}}
+         if sampler is not None and sampler.samples else {})
 
 
 def main(argv=None) -> None:
@@ -209,6 +218,8 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-classroom", action="store_true",
                    help="baseline: the same clients as plain live-page streams (no class aggregation)")
+    p.add_argument("--sample-every", type=float, default=10,
+                   help="seconds between samples of the memory and threads of a server the tool started")
     args = p.parse_args(argv)
 
     if args.url:
@@ -231,7 +242,8 @@ def main(argv=None) -> None:
     with server as proc:
         url = args.url or proc.url
         result = run(url, args.students, (args.fps_min, args.fps_max), args.seconds, args.warmup, args.seed,
-                     classroom=not args.no_classroom)
+                     classroom=not args.no_classroom, server_pid=None if proc is None else proc.proc.pid,
+                     sample_every=args.sample_every)
     out = {
         "benchmark": "classroom_load",
         "machine": machine() | {"loadavg_at_end": list(os.getloadavg())},

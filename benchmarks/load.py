@@ -2,9 +2,11 @@
 
     python -m benchmarks.load [--url http://127.0.0.1:8000 --server-pid PID] [--clients 8] [--fps 5]
                               [--seconds 600] [--warmup 60] [--sample-every 10] [--mode paced|page]
+                              [--server-mode threading|eventlet]
 
 Without ``--url`` it starts the production server (gunicorn, threading mode,
-on a copy of the model) on a free loopback port and samples its memory.
+on a copy of the model; ``--server-mode eventlet``: ``python -m app`` under
+eventlet) on a free loopback port and samples its memory and threads.
 
 ``--mode paced`` (default): each client sends a frame every 1/fps seconds
 whatever happens (open loop); frames the server cannot keep up with are
@@ -15,8 +17,9 @@ the next when the answer comes (at most ``fps`` per second, 1.5 s timeout).
 Reports throughput, latency p50/p95/p99 (after the warm-up), dropped frames
 (and the server's own ``superseded`` count), errors (``frame_error`` events,
 disconnects, unanswered frames past the deadline in page mode) and the server's
-resident memory (RSS of its process group, from /proc) over time, with the
-growth from the end of the warm-up to the end. Prints one JSON object.
+resident memory (RSS of its process group, from /proc) and thread count over
+time, with the growth from the end of the warm-up to the end. Prints one JSON
+object.
 """
 from __future__ import annotations
 
@@ -264,6 +267,8 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=float, default=30, help="seconds not measured (memory growth counts after it)")
     p.add_argument("--sample-every", type=float, default=10, help="seconds between memory samples")
     p.add_argument("--mode", choices=("paced", "page"), default="paced")
+    p.add_argument("--server-mode", choices=("threading", "eventlet"), default="threading",
+                   help="the server it starts: gunicorn (threading, production) or python -m app under eventlet")
     args = p.parse_args(argv)
 
     frames = webcam_frames(SHARED / "faces" / "obama.jpg", 60)[0]
@@ -273,7 +278,7 @@ def main(argv=None) -> None:
         from tests.browser import MODEL, ServerProcess, snapshot_model
 
         work = Path(tempfile.mkdtemp(prefix="moodlens-load-"))
-        server = ServerProcess("threading", workdir=work, model_path=snapshot_model(work))
+        server = ServerProcess(args.server_mode, workdir=work, model_path=snapshot_model(work))
     try:
         with server as proc:
             url = args.url or proc.url
@@ -287,7 +292,8 @@ def main(argv=None) -> None:
     out = {
         "benchmark": "load",
         "machine": machine() | {"loadavg_at_end": list(os.getloadavg())},
-        "server": args.url or "gunicorn -c gunicorn.conf.py -k gthread -w 1 --threads 64 (started by the benchmark)",
+        "server": args.url or ("gunicorn -c gunicorn.conf.py -k gthread -w 1 --threads 64" if args.server_mode == "threading"
+                               else "ASYNC_MODE=eventlet python -m app") + " (started by the benchmark)",
         "model": None if args.url else MODEL.relative_to(MODEL.parents[1]).as_posix(),  # what it served
         "frame": "640x480 JPEG q70, one face",
         **result,

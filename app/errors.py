@@ -37,9 +37,9 @@ def init_app(app) -> None:
                     message += ("; an image sent without a filename (curl -F image=<photo.jpg) is such a field: "
                                 "send it as a file, curl -F image=@photo.jpg")
             if exc.code == 429:
-                seconds = retry_after()
-                wait = "wait" if seconds is None else f"wait {seconds} seconds"
-                message = f"too many requests from this client (limit: {exc.description}): {wait}, then try again"
+                seconds = retry_after()  # in words as on the pages ("wait about 58 minutes"); exact in Retry-After
+                message = (f"too many requests from this client (limit: {exc.description}): {wait_words(seconds)}, "
+                           "then try again")
                 headers = retry_after_headers(seconds)
             return jsonify(error=message), exc.code, headers
         if request.endpoint == UPLOAD_SUBMIT:

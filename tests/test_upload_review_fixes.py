@@ -107,9 +107,20 @@ def test_the_api_429_says_when_to_retry_as_the_page_does():
     assert "Retry-After" in api.headers, dict(api.headers)
     seconds = int(api.headers["Retry-After"])
     assert 1 <= seconds <= 60
-    assert f"wait {seconds} seconds, then try again" in api.json["error"]
+    assert f"wait {seconds} second{'s' if seconds != 1 else ''}, then try again" in api.json["error"]
     page = post(client, "/upload", part(b"nope"))
     assert page.status_code == 429 and 1 <= int(page.headers["Retry-After"]) <= 60
+
+
+def test_the_api_429_of_an_hourly_limit_says_the_wait_in_minutes():
+    """Retry-After stays exact; the message says the wait as a person reads it, as the pages do."""
+    app = make_app(ANALYZE_RATE_LIMIT="1 per hour", WTF_CSRF_ENABLED=False)
+    client = app.test_client()
+    assert client.post(API, data=b"nope", content_type="image/jpeg").status_code == 400
+    api = client.post(API, data=b"nope", content_type="image/jpeg")
+    assert api.status_code == 429 and 3500 <= int(api.headers["Retry-After"]) <= 3600
+    assert api.json["error"] == ("too many requests from this client (limit: 1 per 1 hour): wait about 60 minutes, "
+                                 "then try again"), api.json
 
 
 # -- 5. advice that fits a tiny photo ------------------------------------------------------------------

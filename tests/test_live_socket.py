@@ -29,6 +29,16 @@ def received(sc, name, timeout=10.0):
     return got
 
 
+def until(condition, timeout: float = 5.0) -> bool:
+    """Wait for ``condition()`` to hold, ``timeout`` s at most; whether it did."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def test_frame_gets_faces_with_same_seq(socket_client, frame):
     socket_client.emit("frame", {"seq": 41, "image": frame})
     (event,) = received(socket_client, "faces")
@@ -160,9 +170,7 @@ def test_a_lingering_loop_takes_the_next_frames_on_the_same_thread_then_goes_idl
     for seq in range(1, 6):  # one frame every 50 ms, each found the loop lingering: no new drain needed
         time.sleep(0.05)
         assert offer(stream, seq, b"x") is False
-    deadline = time.monotonic() + 2
-    while len(done) < 6 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert until(lambda: len(done) == 6)
     assert done == [0, 1, 2, 3, 4, 5] and threads == {loop.ident}
     assert stream.busy is True  # still lingering for a next frame
     t_last = time.monotonic()
@@ -180,8 +188,7 @@ def test_closing_a_stream_ends_its_lingering_loop_at_once():
     assert offer(stream, 0, b"x")
     loop = threading.Thread(target=drain, args=(stream, lambda seq, image: None), kwargs={"linger": 30.0})
     loop.start()
-    while stream.analysed < 1:
-        time.sleep(0.01)
+    assert until(lambda: stream.analysed == 1)
     t_close = time.monotonic()
     assert registry.close("sid-linger") is stream
     loop.join(5)
@@ -199,8 +206,7 @@ def test_a_frame_waiting_out_the_minimum_interval_is_dropped_when_the_stream_clo
     loop = threading.Thread(target=drain, args=(stream, lambda seq, image: done.append(seq)),
                             kwargs={"min_interval": 0.5, "linger": 30.0})
     loop.start()
-    while not done:
-        time.sleep(0.01)
+    assert until(lambda: done == [0])
     assert offer(stream, 1, b"x") is False  # waits out the interval in the mailbox
     time.sleep(0.1)
     registry.close("sid-paced")
@@ -227,9 +233,7 @@ def test_frames_at_camera_pace_start_one_analysis_task(app, frame, monkeypatch):
         for seq in range(10):
             events.handle_frame(app, "sid-camera", {"seq": seq, "image": frame})
             stream = events.streams.get("sid-camera")
-            deadline = time.monotonic() + 10
-            while stream.analysed <= seq and time.monotonic() < deadline:
-                time.sleep(0.01)
+            assert until(lambda s=stream, n=seq: s.analysed > n, timeout=10)
             time.sleep(0.05)  # the stream has nothing to do now: its task lingers for the next frame
         assert stream.analysed == 10 and stream.superseded == 0
         assert len(started) == 1

@@ -2,7 +2,7 @@
 
     python -m benchmarks.classroom_load [--url http://127.0.0.1:8000] [--students 30]
                                         [--fps-min 2 --fps-max 5] [--seconds 40] [--warmup 10]
-                                        [--no-classroom]
+                                        [--no-classroom] [--sample-every 10]
 
 Without ``--url`` it starts the production server (gunicorn, threading mode,
 one worker, enough threads for every WebSocket) on a free loopback port, with
@@ -16,7 +16,10 @@ timeout. Frames are 640x480 JPEGs of the real face photos with head motion.
 Prints one JSON object: frame throughput and latency percentiles (after the
 warm-up), errors; the dashboard's pushes (interval, delivery delay, and how
 long a change took to show: all faces in view after the start, zero students
-after everyone left); and the per-second samples stored by the batched writer.
+after everyone left); the per-second samples stored by the batched writer; and,
+for a server it started, the server's memory and threads while the students
+stream (``--sample-every`` seconds apart).
+
 ``--no-classroom`` runs the same clients as plain live-page streams: the
 baseline for what the classroom adds to the stream.
 """

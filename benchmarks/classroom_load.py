@@ -41,7 +41,7 @@ import requests
 import socketio
 
 from benchmarks.common import SHARED, machine, percentiles, webcam_frames
-from benchmarks.load import LoadClient, MemorySampler, memory_report
+from benchmarks.load import LoadClient, MemorySampler
 
 STUDENT_AUTH = {"classroom": "student"}
 TOKEN = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
@@ -205,8 +205,7 @@ def run(url: str, students: int, fps_range: tuple[float, float], seconds: float,
         },
         "storage": {"samples_stored": len(per_student), "frames_in_samples": stored_frames,
                     "frames_answered": answered},
-    } | ({"memory": memory_report(sampler.samples, warmup) | {"threads": [list(t) for t in sampler.threads]}}
-         if sampler is not None and sampler.samples else {})
+    } | ({"memory": sampler.report(warmup)} if sampler is not None and sampler.samples else {})
 
 
 def main(argv=None) -> None:

@@ -57,24 +57,26 @@ def group_pids(pgid: int) -> list[int]:
     return pids
 
 
-def status_field(pid: int, name: str) -> int:
-    """A number from /proc/<pid>/status (e.g. ``VmRSS`` in KiB, ``Threads``), 0 when the process is gone."""
+def status_fields(pid: int, *names: str) -> list[int]:
+    """Numbers from /proc/<pid>/status (e.g. ``VmRSS`` in KiB, ``Threads``), read once; 0s when it is gone."""
+    found = dict.fromkeys(names, 0)
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(name + ":"):
-                return int(line.split()[1])
+            key, _, value = line.partition(":")
+            if key in found:
+                found[key] = int(value.split()[0])
     except OSError:
         pass
-    return 0
+    return [found[n] for n in names]
 
 
 def rss_kb(pid: int) -> int:
     """Resident set size of ``pid`` in KiB (VmRSS of /proc/<pid>/status), 0 when it is gone."""
-    return status_field(pid, "VmRSS")
+    return status_fields(pid, "VmRSS")[0]
 
 
 class MemorySampler(threading.Thread):
-    """Samples the RSS of a process group (or one pid) every ``every`` seconds."""
+    """Samples the RSS and thread count of a process group (or one pid) every ``every`` seconds."""
 
     def __init__(self, pid: int | None, group: bool, every: float):
         super().__init__(daemon=True)
@@ -87,7 +89,12 @@ class MemorySampler(threading.Thread):
     def measure(self) -> tuple[float, int]:
         """(RSS in MiB, thread count) of the process or its group."""
         pids = group_pids(self.pid) if self.group else [self.pid]
-        return round(sum(rss_kb(p) for p in pids) / 1024, 1), sum(status_field(p, "Threads") for p in pids)
+        per_pid = [status_fields(p, "VmRSS", "Threads") for p in pids]
+        return round(sum(kb for kb, _ in per_pid) / 1024, 1), sum(n for _, n in per_pid)
+
+    def report(self, warmup: float) -> dict:
+        """``memory_report`` of the samples, with the thread counts beside them."""
+        return memory_report(self.samples, warmup) | {"threads": [list(t) for t in self.threads]}
 
     def run(self) -> None:
         if self.pid is None:
@@ -244,7 +251,7 @@ def run_load(url: str, frames: list[bytes], clients: int, fps: float, seconds: f
     }
     out["error_count"] = sum(out["errors"].values())
     if sampler is not None and sampler.samples:
-        out["memory"] = memory_report(sampler.samples, warmup) | {"threads": [list(s) for s in sampler.threads]}
+        out["memory"] = sampler.report(warmup)
     return out
 
 

@@ -85,9 +85,13 @@ def test_model_card_describes_the_run(trained, data):
     assert hyper["mixup"] == 0.0 and hyper["cutmix"] == 0.0
 
 
-def test_resume_continues_from_the_checkpoint(data, tmp_path):
-    assert train.main(argv(data, tmp_path, "--epochs", "1")) == 0
+def test_resume_continues_from_the_checkpoint(data, tmp_path, monkeypatch):
+    used = record_training_datasets(monkeypatch)
+    assert train.main(argv(data, tmp_path, "--epochs", "1", "--seed", "5")) == 0
     assert train.main(argv(data, tmp_path, "--epochs", "3", "--resume")) == 0
+    # Resumed, the run draws anew instead of replaying its first epoch's batches.
+    seeds = [u[2] for u in used]
+    assert seeds == [5, train.draw_seed(5, 1)] and seeds[1] != 5
     rows = log_rows(tmp_path)
     assert [r["epoch"] for r in rows] == ["0", "1", "2"]
     assert float(rows[0]["lr"]) == 0.0  # the 1-epoch schedule ended ...
@@ -96,8 +100,15 @@ def test_resume_continues_from_the_checkpoint(data, tmp_path):
     assert state["epoch"] == 3 and state["args"]["epochs"] == 3
     card = json.loads((tmp_path / "models" / "tiny.json").read_text())
     assert card["training"]["epochs_trained"] == 3
-    assert card["training"]["command"].endswith("--epochs 1")
+    assert card["training"]["command"].endswith("--epochs 1 --seed 5")
     assert [c.endswith("--epochs 3 --resume") for c in card["training"]["resumed_with"]] == [True]
+
+
+def test_each_resume_point_draws_from_a_seed_of_its_own():
+    assert train.draw_seed(1337, 0) == 1337
+    resumed = [train.draw_seed(1337, epoch) for epoch in range(1, 500)]
+    assert len(set(resumed)) == len(resumed) and 1337 not in resumed
+    assert all(0 <= s < 2**31 for s in resumed) and train.draw_seed(1337, 74) == train.draw_seed(1337, 74)
 
 
 def folded_kernel(tmp_path, temperature: float) -> np.ndarray:
@@ -505,8 +516,8 @@ def test_resume_keeps_the_runs_data_settings_and_says_so(data, tmp_path, monkeyp
     assert train.main(argv(data, tmp_path, "--epochs", "1", *first)) == 0
     capsys.readouterr()
     assert train.main(argv(data, tmp_path, "--epochs", "2", "--resume", "--batch-size", "32", "--augment", "0")) == 0
-    # --mixup etc. not repeated, --batch-size and --augment ignored
-    assert used == [(200, 70, 5, 0.5, 0.3, 0.0, [], 0.5)] * 2
+    # --mixup etc. not repeated, --batch-size and --augment ignored; the draws go on from the resume's own seed
+    assert used == [(200, 70, 5, 0.5, 0.3, 0.0, [], 0.5), (200, 70, train.draw_seed(5, 1), 0.5, 0.3, 0.0, [], 0.5)]
     out = capsys.readouterr().out
     assert "--resume: the run keeps --batch-size 70 (this command asked for 32)" in out
     assert "--resume: the run keeps --augment 0.5 (this command asked for 0.0)" in out

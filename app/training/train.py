@@ -505,13 +505,23 @@ def keep_run_settings(args, recorded: dict, keys=RUN_SETTINGS, flag: str = "--re
             setattr(args, key, kept)
 
 
+def draw_seed(seed: int, initial_epoch: int) -> int:
+    """The seed of a run's random draws (shuffling, augmentation, mixing, dropout) from ``initial_epoch`` on:
+    the run's ``--seed`` from scratch, another for each epoch a run is resumed after. Seeded layers start their
+    streams anew in every process, so a resumed run drawing from ``--seed`` again would replay most of its
+    first epochs' augmented batches, face for face, and learn those instead of new ones. A run resumed at the
+    same epochs draws the same."""
+    return seed if initial_epoch == 0 else (seed + 7919 * initial_epoch) % 2**31
+
+
 def _train(args, argv=None, state: dict | None = None) -> dict:
     """Train from scratch, or on from the run record ``state`` (``--resume``)."""
     paths = run_paths(args)
     # Before the data loads, not at the first epoch's end; --out first, as its folder usually exists already.
     check_output(paths["out"], "--out")
     check_output(paths["run"], "--run-dir", folder=True)
-    keras.utils.set_random_seed(args.seed)
+    seed = draw_seed(args.seed, state["epoch"] if state is not None and not args.recalibrate else 0)
+    keras.utils.set_random_seed(seed)  # before the model loads: its dropout layers draw their seeds from it
     teachers, teacher_records = load_teachers(args.distill)  # a wrong teacher fails before the data loads
 
     t0 = time.time()
@@ -548,7 +558,8 @@ def _train(args, argv=None, state: dict | None = None) -> dict:
             # Stretch the cosine schedule over the new length, so added epochs still learn.
             model.optimizer.learning_rate = make_schedule(record["lr"], record["warmup_epochs"], args.epochs, steps)
             print(f"learning-rate schedule stretched from {planned} to {args.epochs} epochs", flush=True)
-        print(f"resuming after epoch {initial_epoch} (best val accuracy {best:.4f})", flush=True)
+        print(f"resuming after epoch {initial_epoch} (best val accuracy {best:.4f}); "
+              f"new random draws from here on (seed {seed})", flush=True)
     else:
         model = build_compiled(args, steps)
         if args.init_from:
@@ -561,7 +572,7 @@ def _train(args, argv=None, state: dict | None = None) -> dict:
     record["teachers"] = teacher_records
     if teachers:
         print(f"distilling from {len(teachers)} teacher(s), weight {args.distill_weight:g}", flush=True)
-    train_ds = make_dataset(train_split, args.batch_size, args.seed, args.augment, shuffle=True,
+    train_ds = make_dataset(train_split, args.batch_size, seed, args.augment, shuffle=True,
                             mixup=args.mixup, cutmix=args.cutmix, teachers=teachers,
                             distill_weight=args.distill_weight)
     val_ds = make_dataset(val, 256, args.seed, 0, shuffle=False) if val is not None else None

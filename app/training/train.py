@@ -508,9 +508,9 @@ def keep_run_settings(args, recorded: dict, keys=RUN_SETTINGS, flag: str = "--re
 def draw_seed(seed: int, initial_epoch: int) -> int:
     """The seed of a run's random draws (shuffling, augmentation, mixing, dropout) from ``initial_epoch`` on:
     the run's ``--seed`` from scratch, another for each epoch a run is resumed after. Seeded layers start their
-    streams anew in every process, so a resumed run drawing from ``--seed`` again would replay most of its
-    first epochs' augmented batches, face for face, and learn those instead of new ones. A run resumed at the
-    same epochs draws the same."""
+    streams anew in every process, so a resumed run drawing from ``--seed`` again would replay about half of
+    its first epochs' augmented batches, face for face, and learn those instead of new ones. A run resumed at
+    the same epochs draws the same."""
     return seed if initial_epoch == 0 else (seed + 7919 * initial_epoch) % 2**31
 
 

@@ -70,11 +70,6 @@ def status_fields(pid: int, *names: str) -> list[int]:
     return [found[n] for n in names]
 
 
-def rss_kb(pid: int) -> int:
-    """Resident set size of ``pid`` in KiB (VmRSS of /proc/<pid>/status), 0 when it is gone."""
-    return status_fields(pid, "VmRSS")[0]
-
-
 class MemorySampler(threading.Thread):
     """Samples the RSS and thread count of a process group (or one pid) every ``every`` seconds."""
 

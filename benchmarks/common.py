@@ -15,16 +15,11 @@ SHARED = Path(os.environ.get("MOODLENS_SHARED", ROOT.parent / "shared"))
 
 
 def machine() -> dict:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    """What the numbers were measured on (the vector extensions say which kind of VM: see app.hardware)."""
+    from app.hardware import cpu_name, vector_extensions
+
+    return {"cpu": cpu_name(), "vector_extensions": vector_extensions(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "platform": platform.platform()}
 
 
 def percentiles(values, ps=(50, 95, 99)) -> dict:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.hardware import cpu_name, vector_extensions
 from app.training.data import Split, load_dataset, read_record, stratified_sample
 from app.training.evaluate import evaluate, training_log_path, view_logits
 from app.training.metrics import expected_calibration_error, softmax, summarize
@@ -138,16 +139,6 @@ def _regression_sample(model: EmotionModel, split: Split) -> dict:
             "note": "tests/test_model_regression.py re-measures this sample (app.training.data.stratified_sample)"}
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _inference_cost(model: EmotionModel, face: np.ndarray, calls: int) -> dict:
     import tensorflow as tf
 
@@ -170,7 +161,8 @@ def _inference_cost(model: EmotionModel, face: np.ndarray, calls: int) -> dict:
                 f"{len(TTA_VIEWS) if model.tta else 1} view(s))",
         "machine": {
             "platform": platform.platform(),
-            "cpu": _cpu_name(),
+            "cpu": cpu_name(),
+            "vector_extensions": vector_extensions(),
             "cpu_count": os.cpu_count(),
             "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,

@@ -29,6 +29,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from app import hardware  # noqa: E402
 from app.training.architectures import ARCHITECTURES, make_model  # noqa: E402
 from app.training.augment import augment_batch, make_augmenter, make_cutter, make_mixer, mix_batch  # noqa: E402
 from app.training.card import HYPERPARAMETER_DEFAULTS, write_atomically  # noqa: E402
@@ -439,10 +440,7 @@ def resolve_precision(choice: str, cpu_flags: set[str] | None = None, gpu: bool 
     if gpu is None:
         gpu = bool(tf.config.list_physical_devices("GPU"))
     if cpu_flags is None:
-        try:
-            cpu_flags = set(Path("/proc/cpuinfo").read_text().split())
-        except OSError:
-            cpu_flags = set()
+        cpu_flags = hardware.cpu_flags()
     return "bf16" if gpu or cpu_flags & {"avx512_bf16", "amx_bf16"} else "fp32"
 
 

@@ -1,6 +1,7 @@
 """In-process time per 640x480 live frame, split into decode / detect / classify.
 
     python -m benchmarks.pipeline [--frames 300] [--model models/emotion.int8.tflite] [--fps 30] [--op-threads N]
+                                  [--one-view]
 
 Prints one JSON object. Also reports the recall of the fast detection path and
 of the full-size detector against the true face boxes of the same frames.
@@ -9,7 +10,8 @@ run, which feeds them at a camera's pace as the live page does: there the
 cores idle between frames, and the same work takes longer than back to back.
 ``--op-threads`` sets TensorFlow's threads per op as ``TF_INTRA_OP_THREADS``
 does for the server (which runs 1); the default 0 is TensorFlow's own (one
-per core).
+per core). ``--one-view`` classifies each face in its zoomed view only, as
+the server does with ``MODEL_TTA=false``, instead of the view and its mirror.
 """
 from __future__ import annotations
 
@@ -81,6 +83,8 @@ def main(argv=None) -> None:
     p.add_argument("--fps", type=float, default=30.0, help="the camera pace of the paced one-face run (default 30)")
     p.add_argument("--op-threads", type=int, default=0,
                    help="TensorFlow threads per op, as TF_INTRA_OP_THREADS (default 0: one per core)")
+    p.add_argument("--one-view", action="store_true",
+                   help="classify each face in its zoomed view only, as MODEL_TTA=false (default: and its mirror)")
     args = p.parse_args(argv)
     if not args.fps > 0:
         p.error(f"--fps must be above 0, got {args.fps}")
@@ -93,7 +97,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"--op-threads {args.op_threads} not applied: TensorFlow was already running")
 
     try:
-        model = EmotionModel.load(args.model)
+        model = EmotionModel.load(args.model, tta=not args.one_view)
     except ModelLoadError as exc:
         p.error(str(exc))
     one = webcam_frames(SHARED / "faces" / "obama.jpg", args.frames)

@@ -1,6 +1,7 @@
 """benchmarks.pipeline: the paced run feeds frames at the camera's pace; bad arguments are refused."""
 from __future__ import annotations
 
+import json
 import time
 from types import SimpleNamespace
 
@@ -53,3 +54,23 @@ def test_bad_arguments_are_refused_with_a_reason(argv, reason, capsys):
         pipeline.main(argv)
     assert exc.value.code == 2
     assert reason in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, views", [([], 2), (["--one-view"], 1)])
+def test_one_view_classifies_each_face_once(flags, views, capsys, monkeypatch):
+    from app.vision.emotions import BATCH_SIZES, EmotionModel
+
+    batches: list[int] = []  # the batch size of every model call
+    real = EmotionModel._run
+
+    def counting(self, batch):
+        batches.append(len(batch))
+        return real(self, batch)
+
+    monkeypatch.setattr(EmotionModel, "_run", counting)
+    pipeline.main(["--frames", "2", "--fps", "200", *flags])
+    out = json.loads(capsys.readouterr().out)
+    assert out["tta"] is (views == 2)
+    assert out["one_face"]["faces_per_frame"] == 1.0
+    calls = batches[len(BATCH_SIZES):]  # after the warm-up's one call per batch size
+    assert min(calls) == views  # a frame with one face: one call with its views (two views never make a call of 1)

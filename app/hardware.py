@@ -1,8 +1,8 @@
 """The CPU this process runs on: its name, and the vector extensions that decide how fast a model runs.
 
 The development VMs all call themselves "AMD EPYC", yet some have AVX-512 (with VNNI, which LiteRT's
-int8 kernels use) and some only AVX2, and the same model costs two to three times more on the latter:
-benchmarks and model cards record which was measured.
+int8 kernels use, and BF16) and some only AVX2, and the same model costs about three times more on the
+latter, to serve and to train: benchmarks and model cards record which was measured.
 """
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ def _cpuinfo(path: Path = Path("/proc/cpuinfo")) -> tuple[str | None, set[str]]:
 
 def cpu_name(path: Path = Path("/proc/cpuinfo")) -> str:
     """The CPU's model name, e.g. "AMD EPYC"."""
-    return _cpuinfo(path)[0] or platform.processor() or platform.machine()
+    return describe(path)["cpu"]
 
 
 def cpu_flags(path: Path = Path("/proc/cpuinfo")) -> set[str]:
@@ -42,5 +42,11 @@ def cpu_flags(path: Path = Path("/proc/cpuinfo")) -> set[str]:
 
 def vector_extensions(path: Path = Path("/proc/cpuinfo")) -> list[str]:
     """Which of :data:`VECTOR_EXTENSIONS` the CPU has, e.g. ``["avx2", "fma"]`` on an AVX2-only VM."""
-    flags = cpu_flags(path)
-    return [ext for ext in VECTOR_EXTENSIONS if ext in flags]
+    return describe(path)["vector_extensions"]
+
+
+def describe(path: Path = Path("/proc/cpuinfo")) -> dict:
+    """``{"cpu": name, "vector_extensions": [...]}`` from one reading, for a benchmark's or model card's record."""
+    name, flags = _cpuinfo(path)
+    return {"cpu": name or platform.processor() or platform.machine(),
+            "vector_extensions": [ext for ext in VECTOR_EXTENSIONS if ext in flags]}

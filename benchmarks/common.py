@@ -16,10 +16,10 @@ SHARED = Path(os.environ.get("MOODLENS_SHARED", ROOT.parent / "shared"))
 
 def machine() -> dict:
     """What the numbers were measured on (the vector extensions say which kind of VM: see app.hardware)."""
-    from app.hardware import cpu_name, vector_extensions
+    from app.hardware import describe
 
-    return {"cpu": cpu_name(), "vector_extensions": vector_extensions(), "cores": os.cpu_count(),
-            "python": platform.python_version(), "platform": platform.platform()}
+    return {**describe(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform()}
 
 
 def percentiles(values, ps=(50, 95, 99)) -> dict:

@@ -29,6 +29,8 @@ def test_an_avx2_only_vm_and_an_avx512_vm_tell_apart(tmp_path):
     assert hardware.vector_extensions(avx512) == ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"]
     assert "sysret_ss_attrs" not in hardware.cpu_flags(avx2)  # the bugs line is not a feature
     assert {"sse2", "sha_ni"} <= hardware.cpu_flags(avx2)
+    assert hardware.describe(avx512) == {"cpu": "AMD EPYC",
+                                         "vector_extensions": hardware.vector_extensions(avx512)}
 
 
 def test_without_cpuinfo_the_name_comes_from_platform(tmp_path):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.hardware import cpu_name, vector_extensions
+from app import hardware
 from app.training.data import Split, load_dataset, read_record, stratified_sample
 from app.training.evaluate import evaluate, training_log_path, view_logits
 from app.training.metrics import expected_calibration_error, softmax, summarize
@@ -161,8 +161,7 @@ def _inference_cost(model: EmotionModel, face: np.ndarray, calls: int) -> dict:
                 f"{len(TTA_VIEWS) if model.tta else 1} view(s))",
         "machine": {
             "platform": platform.platform(),
-            "cpu": cpu_name(),
-            "vector_extensions": vector_extensions(),
+            **hardware.describe(),  # cpu, vector_extensions
             "cpu_count": os.cpu_count(),
             "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,

@@ -460,6 +460,36 @@ def test_mixing_settings_out_of_range_or_together_are_refused(flags, message, ca
     assert train.parse_args(["--data", "x", "--cutmix", "1.0"]).cutmix == 1.0
 
 
+@pytest.mark.parametrize("extra", [(), ("--sam", "0.1")], ids=["plain", "sam"])
+def test_a_run_traces_its_training_and_validation_steps_once(data, tmp_path, monkeypatch, extra):
+    """The optimizer's, loss's and metrics' variables exist before fit (train.build_state): a step that
+    creates them while traced is traced twice, for a new run and a resumed one alike."""
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+    from app.training.sam import SharpnessAware
+
+    traced = []
+
+    def counted(cls, name):
+        real = getattr(cls, name)
+
+        def step(self, batch):
+            traced.append(f"{cls.__name__}.{name}")  # called only while TensorFlow traces the step
+            return real(self, batch)
+        return step
+
+    for cls, name in ((TensorFlowTrainer, "train_step"), (TensorFlowTrainer, "test_step"),
+                      (SharpnessAware, "train_step")):
+        monkeypatch.setattr(cls, name, counted(cls, name))
+
+    assert train.main(argv(data, tmp_path, "--epochs", "2", "--limit", "140", *extra)) == 0
+    step = "SharpnessAware.train_step" if extra else "TensorFlowTrainer.train_step"
+    assert sorted(traced) == sorted([step, "TensorFlowTrainer.test_step"])  # once each for both epochs
+    traced.clear()
+    assert train.main(argv(data, tmp_path, "--epochs", "3", "--resume")) == 0
+    assert sorted(traced) == sorted([step, "TensorFlowTrainer.test_step"])
+
+
 def test_sgd_run_records_its_optimizer_and_resumes_with_it(data, tmp_path):
     import keras
 

@@ -351,6 +351,14 @@ def build_compiled(args, steps_per_epoch: int) -> keras.Model:
     return model
 
 
+def build_state(model: keras.Model, dataset) -> None:
+    """Create the optimizer's, loss's and metrics' variables before ``fit``, from the shapes of ``dataset``'s
+    batches (none is drawn). Left to ``fit``, they are created while it traces its training step, and a
+    function that creates variables is traced twice: 2-3 s lost per run, most of a tiny run's time."""
+    # Keras builds this way itself only under a distribution strategy (TensorFlowTrainer._maybe_symbolic_build).
+    model._symbolic_build(data_batch=dataset.element_spec)
+
+
 def calibrate(model: keras.Model, val: Split, objective: str = "ece", undo: float = 1.0) -> dict:
     """Fit a temperature on ``val`` (the served test-time views) and fold it into the logits layer.
 
@@ -581,6 +589,7 @@ def _train(args, argv=None, state: dict | None = None) -> dict:
                    {k: state[k] for k in ("temperature", "calibration") if k in state} if state else None),
     ]
     if initial_epoch < args.epochs:
+        build_state(model, train_ds)
         # train_ds reshuffles itself every epoch (make_dataset); fit's own shuffle does not apply to a tf.data set.
         model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, initial_epoch=initial_epoch,
                   callbacks=callbacks, verbose=args.verbose, shuffle=False)

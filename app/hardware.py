@@ -30,23 +30,15 @@ def _cpuinfo(path: Path = Path("/proc/cpuinfo")) -> tuple[str | None, set[str]]:
     return name, flags
 
 
-def cpu_name(path: Path = Path("/proc/cpuinfo")) -> str:
-    """The CPU's model name, e.g. "AMD EPYC"."""
-    return describe(path)["cpu"]
-
-
 def cpu_flags(path: Path = Path("/proc/cpuinfo")) -> set[str]:
     """All the CPU's feature flags (empty where ``/proc/cpuinfo`` cannot be read)."""
     return _cpuinfo(path)[1]
 
 
-def vector_extensions(path: Path = Path("/proc/cpuinfo")) -> list[str]:
-    """Which of :data:`VECTOR_EXTENSIONS` the CPU has, e.g. ``["avx2", "fma"]`` on an AVX2-only VM."""
-    return describe(path)["vector_extensions"]
-
-
 def describe(path: Path = Path("/proc/cpuinfo")) -> dict:
-    """``{"cpu": name, "vector_extensions": [...]}`` from one reading, for a benchmark's or model card's record."""
+    """``{"cpu": name, "vector_extensions": [...]}`` from one reading, for a benchmark's or model card's record:
+    the model name (e.g. "AMD EPYC"; the platform's where /proc/cpuinfo cannot be read) and which of
+    :data:`VECTOR_EXTENSIONS` the CPU has (e.g. ``["avx2", "fma"]`` on an AVX2-only VM)."""
     name, flags = _cpuinfo(path)
     return {"cpu": name or platform.processor() or platform.machine(),
             "vector_extensions": [ext for ext in VECTOR_EXTENSIONS if ext in flags]}

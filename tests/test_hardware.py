@@ -24,21 +24,19 @@ def test_an_avx2_only_vm_and_an_avx512_vm_tell_apart(tmp_path):
     avx2, avx512 = tmp_path / "avx2", tmp_path / "avx512"
     avx2.write_text(AVX2_VM)
     avx512.write_text(AVX512_VM)
-    assert hardware.cpu_name(avx2) == hardware.cpu_name(avx512) == "AMD EPYC"  # same name, different speed
-    assert hardware.vector_extensions(avx2) == ["avx2", "fma"]
-    assert hardware.vector_extensions(avx512) == ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"]
+    assert hardware.describe(avx2)["cpu"] == hardware.describe(avx512)["cpu"] == "AMD EPYC"  # same name, other speed
+    assert hardware.describe(avx2)["vector_extensions"] == ["avx2", "fma"]
+    assert hardware.describe(avx512) == {"cpu": "AMD EPYC",
+                                         "vector_extensions": ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"]}
     assert "sysret_ss_attrs" not in hardware.cpu_flags(avx2)  # the bugs line is not a feature
     assert {"sse2", "sha_ni"} <= hardware.cpu_flags(avx2)
-    assert hardware.describe(avx512) == {"cpu": "AMD EPYC",
-                                         "vector_extensions": hardware.vector_extensions(avx512)}
 
 
 def test_without_cpuinfo_the_name_comes_from_platform(tmp_path):
     missing = tmp_path / "nowhere"
-    assert hardware.cpu_name(missing) == (platform.processor() or platform.machine())
+    assert hardware.describe(missing) == {"cpu": platform.processor() or platform.machine(), "vector_extensions": []}
     assert hardware.cpu_flags(missing) == set()
-    assert hardware.vector_extensions(missing) == []
 
 
 def test_benchmarks_record_the_vector_extensions():
-    assert machine()["vector_extensions"] == hardware.vector_extensions()
+    assert machine()["vector_extensions"] == hardware.describe()["vector_extensions"]
